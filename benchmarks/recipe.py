@@ -1,0 +1,42 @@
+"""The fixed Fashion-MNIST benchmark recipe, shared by every benchmark script.
+
+Plain constants and arithmetic only: this module imports neither Keras nor
+TensorFlow, so the tfmot baseline (run under ``TF_USE_LEGACY_KERAS=1`` in its
+own virtual environment) and our own ``accuracy.py`` read the same numbers.
+"""
+
+from __future__ import annotations
+
+TRAIN_SIZE = 20_000  # the first 20,000 training images
+BATCH_SIZE = 128
+EPOCHS = 8
+LEARNING_RATE = 0.05  # SGD, momentum 0.9, Nesterov, cosine decay to 0 over the run
+MOMENTUM = 0.9
+NESTEROV = True
+PRUNE_BEGIN_EPOCH = 1  # pruning ramps from the start of epoch 1 ...
+PRUNE_END_EPOCH = 5  # ... to the start of epoch 5, then the masks are fixed
+UPDATES_PER_RAMP = 12  # mask updates during the ramp (frequency divides the ramp)
+DENSE_LAYERS = ("stem", "classifier")  # the stem conv and the classifier stay dense
+SEED = 0
+
+
+def steps_per_epoch(train_size: int = TRAIN_SIZE, batch_size: int = BATCH_SIZE) -> int:
+    """Steps per epoch; the last partial batch is dropped so every epoch is equal."""
+    return train_size // batch_size
+
+
+def prune_steps(train_size: int = TRAIN_SIZE, batch_size: int = BATCH_SIZE,
+                begin_epoch: int = PRUNE_BEGIN_EPOCH, end_epoch: int = PRUNE_END_EPOCH,
+                updates: int = UPDATES_PER_RAMP) -> tuple[int, int, int]:
+    """(begin_step, end_step, frequency) of the polynomial schedule.
+
+    The end step is moved down to the nearest multiple of the frequency after the
+    begin step, so that tfmot (which prunes only when ``(step - begin) % frequency
+    == 0``) and our schedule both reach the final sparsity exactly.
+    """
+    spe = steps_per_epoch(train_size, batch_size)
+    begin = begin_epoch * spe
+    ramp = (end_epoch - begin_epoch) * spe
+    frequency = max(1, ramp // updates)
+    end = begin + frequency * (ramp // frequency)
+    return begin, end, frequency

@@ -1,0 +1,64 @@
+"""tf_sparse_prune: pruning for Keras 3 CNNs during ``model.fit``, with fast sparse TFLite export.
+
+Example:
+    >>> import keras, numpy as np, tf_sparse_prune as tsp
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
+    >>> pruner = tsp.Magnitude(sparsity=0.75, structure=tsp.OneByN(16))
+    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned.compile("adam", "mse")
+    >>> _ = pruned.fit(np.random.rand(64, 16), np.random.rand(64, 32), epochs=3,
+    ...                verbose=0, callbacks=pruner.callbacks())
+    >>> final = tsp.strip_pruning(pruned)
+    >>> float(np.mean(final.layers[0].kernel.numpy() == 0))
+    0.75
+"""
+
+from tf_sparse_prune import models, modeltools, prunable, schedules, scoring, structures
+from tf_sparse_prune.algorithms import Magnitude, PruningAlgorithm
+from tf_sparse_prune.callbacks import PruningCallback
+from tf_sparse_prune.datasets import load_fashion_mnist
+from tf_sparse_prune.export import (
+    TFLiteSparsityCheck,
+    check_tflite_sparsity,
+    export_tflite,
+    strip_pruning,
+)
+from tf_sparse_prune.pruning import get_pruner, prune_model
+from tf_sparse_prune.report import LayerSparsity, SparsityReport, sparsity_report
+from tf_sparse_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tf_sparse_prune.structures import NM, Block, OneByN, OutputChannel, Structure, Unstructured
+from tf_sparse_prune.wrappers import PruneWrapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NM",
+    "Block",
+    "ConstantSparsity",
+    "LayerSparsity",
+    "Magnitude",
+    "OneByN",
+    "OutputChannel",
+    "PolynomialDecay",
+    "PruneWrapper",
+    "PruningAlgorithm",
+    "PruningCallback",
+    "PruningSchedule",
+    "SparsityReport",
+    "Structure",
+    "TFLiteSparsityCheck",
+    "Unstructured",
+    "check_tflite_sparsity",
+    "export_tflite",
+    "get_pruner",
+    "load_fashion_mnist",
+    "models",
+    "modeltools",
+    "prunable",
+    "prune_model",
+    "schedules",
+    "scoring",
+    "sparsity_report",
+    "strip_pruning",
+    "structures",
+]

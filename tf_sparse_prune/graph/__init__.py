@@ -1,0 +1,3 @@
+"""Channel dependency graph and channel surgery (never imports ``algorithms``)."""
+
+__all__: list[str] = []

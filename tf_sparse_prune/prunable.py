@@ -1,0 +1,70 @@
+"""Which layers and which of their weights can be pruned.
+
+Built in: ``keras.layers.Conv2D``, ``keras.layers.Dense`` and
+``keras.layers.DepthwiseConv2D``, and their subclasses (found with
+``isinstance``). Any other layer becomes prunable through a small protocol:
+define ``get_prunable_weights()`` returning the kernels to prune. Each kernel's
+last axis must be its output axis and the second last its input axis (as for
+``Dense`` and ``Conv2D``); set ``prunable_depthwise = True`` on the layer if, like
+``DepthwiseConv2D``, its last two axes are ``(channels, multiplier)``.
+
+Example:
+    >>> import keras, tf_sparse_prune as tsp
+    >>> class MyDense(keras.layers.Layer):
+    ...     def build(self, input_shape):
+    ...         self.kernel = self.add_weight(shape=(input_shape[-1], 32))
+    ...     def call(self, x):
+    ...         return x @ self.kernel
+    ...     def get_prunable_weights(self):
+    ...         return [self.kernel]
+    >>> layer = MyDense(); layer.build((None, 64))
+    >>> [v.shape for v, _ in tsp.prunable.prunable_weights(layer)]
+    [(64, 32)]
+"""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["UnsupportedLayerError", "prunable_weights", "why_not_prunable"]
+
+_BUILTIN = (keras.layers.DepthwiseConv2D, keras.layers.Conv2D, keras.layers.Dense)
+
+
+class UnsupportedLayerError(TypeError):
+    """A layer has no prunable weights that tf_sparse_prune knows how to mask."""
+
+
+def why_not_prunable(layer: keras.layers.Layer) -> str | None:
+    """``None`` if ``layer`` is prunable, else a one-line reason."""
+    if isinstance(layer, keras.Model):
+        return "a nested model (its layers are considered one by one)"
+    if isinstance(layer, _BUILTIN) or callable(getattr(layer, "get_prunable_weights", None)):
+        return None
+    weights = [w.path for w in layer.trainable_weights]
+    if not weights:
+        return f"{type(layer).__name__} has no trainable weights"
+    return (
+        f"{type(layer).__name__} is not supported (supported: Conv2D, Dense, DepthwiseConv2D "
+        f"and subclasses, or a layer defining get_prunable_weights())"
+    )
+
+
+def prunable_weights(layer: keras.layers.Layer) -> list[tuple[keras.Variable, bool]]:
+    """The kernels to prune in a built layer, each with its ``depthwise`` flag.
+
+    Raises:
+        UnsupportedLayerError: if the layer is not prunable (the message says why).
+    """
+    reason = why_not_prunable(layer)
+    if reason is not None:
+        raise UnsupportedLayerError(f"layer {layer.name!r}: {reason}")
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return [(layer.kernel, True)]
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return [(layer.kernel, False)]
+    weights = list(layer.get_prunable_weights())
+    if not weights:
+        raise UnsupportedLayerError(f"layer {layer.name!r}: get_prunable_weights() returned nothing")
+    depthwise = bool(getattr(layer, "prunable_depthwise", False))
+    return [(w, depthwise) for w in weights]

@@ -1,0 +1,121 @@
+"""The per-layer sparsity report: what is pruned, how much, and why a layer is not.
+
+Example:
+    >>> import keras, tf_sparse_prune as tsp
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="fc")])
+    >>> rows = tsp.sparsity_report(tsp.prune_model(m, tsp.Magnitude(0.5)))
+    >>> rows[0].layer, rows[0].pruned, rows[0].structure
+    ('fc', True, 'unstructured')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from tf_sparse_prune.modeltools import iter_layers
+from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
+from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
+
+__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report"]
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """One row of the report.
+
+    Attributes:
+        layer: The layer's name (the wrapped layer's own name for pruned layers).
+        kind: The layer class.
+        structure: The pruning structure, or ``"-"`` when the layer is not pruned.
+        sparsity: Fraction of zero weights in the prunable kernel(s).
+        weights: Number of weights in the prunable kernel(s).
+        pruned: Whether the layer is pruned (wrapped, or zeros found after stripping).
+        reason: Why the layer is not pruned (empty when it is).
+    """
+
+    layer: str
+    kind: str
+    structure: str
+    sparsity: float
+    weights: int
+    pruned: bool
+    reason: str = ""
+
+
+class SparsityReport(list):
+    """A list of :class:`LayerSparsity` that prints as a table."""
+
+    @property
+    def total_sparsity(self) -> float:
+        """Zero weights over all prunable kernels, pruned or not."""
+        total = sum(r.weights for r in self)
+        return sum(r.sparsity * r.weights for r in self) / max(total, 1)
+
+    def __str__(self) -> str:
+        head = ("layer", "type", "structure", "sparsity", "weights", "pruned / why not")
+        rows = [head] + [
+            (r.layer, r.kind, r.structure, f"{r.sparsity:.3f}", str(r.weights),
+             "yes" if r.pruned else f"no: {r.reason}")
+            for r in self
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+                 for row in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total sparsity over prunable kernels: {self.total_sparsity:.3f}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))
+
+
+def _zero_fraction(arrays) -> tuple[float, int]:
+    total = sum(a.size for a in arrays)
+    zeros = sum(int(a.size - np.count_nonzero(a)) for a in arrays)
+    return zeros / max(total, 1), total
+
+
+def sparsity_report(model: keras.Model) -> SparsityReport:
+    """Per-layer sparsity of a pruned model, or of any plain model (e.g. stripped).
+
+    Every layer with a kernel (a weight of 2 or more dimensions) is listed. For a pruned model, a layer left dense
+    says why (unsupported type, a structure that does not fit its shape, or not
+    selected by ``layers=``); sparsities of pruned layers come from the masks.
+
+    Args:
+        model: A Keras model, pruned or not.
+
+    Returns:
+        A :class:`SparsityReport` (a list of :class:`LayerSparsity`; ``print`` it).
+    """
+    from tf_sparse_prune.pruning import prunability
+
+    wrappers = collect_wrappers(model)
+    algorithm = wrappers[0].algorithm if wrappers else None
+    report = SparsityReport()
+    for layer in iter_layers(model):
+        if isinstance(layer, PruneWrapper):
+            effective = [layer.algorithm.final_kernel(layer, i) for i in range(len(layer.targets))]
+            sparsity, n = _zero_fraction(effective)
+            report.append(LayerSparsity(layer.layer.name, type(layer.layer).__name__,
+                                        layer.structure.name(), sparsity, n, True))
+            continue
+        if why_not_prunable(layer) is not None:
+            kernels = [w for w in layer.trainable_weights if len(w.shape) >= 2]
+            if not kernels:  # no kernel to prune (BatchNormalization, ...): not a candidate
+                continue
+        else:
+            kernels = [v for v, _ in prunable_weights(layer)]
+        sparsity, n = _zero_fraction([keras.ops.convert_to_numpy(k) for k in kernels])
+        if algorithm is not None:
+            reason = prunability(layer, algorithm) or "not selected by layers="
+            pruned = False
+        else:
+            pruned = sparsity > 0
+            reason = "" if pruned else (why_not_prunable(layer) or "dense")
+        report.append(LayerSparsity(layer.name, type(layer).__name__, "-", sparsity, n,
+                                    pruned, reason))
+    return report

@@ -1,0 +1,164 @@
+"""State: the Keras ``Wrapper`` that holds a layer's pruning masks.
+
+:class:`PruneWrapper` wraps one prunable layer. It owns, as non-trainable
+weights saved with the model, one block-grid mask per pruned kernel and the
+pruning step; the algorithm may add more state (scores, temperature). Its
+forward pass runs the wrapped layer unchanged except that the kernel is replaced
+by the algorithm's ``effective_kernel`` (by default ``kernel * expand(mask)``)
+through a ``keras.StatelessScope`` state mapping, so any layer works without
+re-implementing its ``call`` (SPEC §8).
+
+Example:
+    >>> import keras, tf_sparse_prune as tsp
+    >>> w = tsp.PruneWrapper(keras.layers.Dense(32), tsp.Magnitude(0.5, tsp.OneByN(16)))
+    >>> y = w(keras.ops.ones((2, 64)))
+    >>> [v.name for v in w.non_trainable_weights]
+    ['mask_0', 'pruning_step']
+    >>> tuple(w.masks[0].shape)
+    (2, 64)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.prunable import UnsupportedLayerError, prunable_weights, why_not_prunable
+from tf_sparse_prune.structures import StructureError
+
+__all__ = ["PruneWrapper", "collect_wrappers"]
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class PruneWrapper(keras.layers.Wrapper):
+    """Masks the kernel(s) of a wrapped layer for a pruning algorithm.
+
+    Args:
+        layer: A prunable layer (see :mod:`tf_sparse_prune.prunable`).
+        algorithm: The pruning algorithm (shared by all wrappers of a model).
+        **kwargs: Keras layer arguments (``name`` defaults to ``"pruned_" + layer.name``).
+
+    Attributes:
+        masks: One block-grid mask variable per pruned kernel (1 keeps a block).
+        pruning_step: The global pruning step (-1 before the first batch).
+    """
+
+    def __init__(self, layer: keras.layers.Layer, algorithm: PruningAlgorithm, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"PruneWrapper: layer={layer!r} is not a Keras 3 layer")
+        if isinstance(algorithm, dict):
+            algorithm = keras.saving.deserialize_keras_object(algorithm)
+        if not isinstance(algorithm, PruningAlgorithm):
+            raise TypeError(
+                f"PruneWrapper({layer.name!r}): algorithm={algorithm!r} is not a pruning "
+                f"algorithm (e.g. tsp.Magnitude(...))"
+            )
+        reason = why_not_prunable(layer)
+        if reason is not None:
+            raise UnsupportedLayerError(f"layer {layer.name!r} cannot be pruned: {reason}")
+        kwargs.setdefault("name", f"pruned_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.algorithm = algorithm
+        self.masks: list[keras.Variable] = []
+
+    # ---- build --------------------------------------------------------------------------
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+            self.layer.built = True
+        self.structure = self.algorithm.structure_for(self.layer)
+        self._targets = prunable_weights(self.layer)
+        masks = []
+        for i, (var, depthwise) in enumerate(self._targets):
+            shape = tuple(int(d) for d in var.shape)
+            try:
+                self.algorithm.check_layer(self.layer, shape, depthwise)
+            except StructureError as e:
+                raise StructureError(
+                    f"layer {self.layer.name!r} ({type(self.layer).__name__}, kernel {shape}): {e}"
+                ) from None
+            masks.append(self.add_weight(
+                name=f"mask_{i}", shape=self.structure.grid_shape(shape, depthwise),
+                initializer="ones", trainable=False, dtype="float32"))
+        self.masks = masks
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False)
+        self.algorithm.build(self)
+        self.built = True
+
+    # ---- accessors ----------------------------------------------------------------------
+    @property
+    def targets(self) -> list[tuple[keras.Variable, bool]]:
+        """``(kernel variable, depthwise)`` for each pruned kernel."""
+        return self._targets
+
+    def expanded_mask(self, index: int = 0):
+        """The kernel-shaped mask of kernel ``index`` (a tensor, for the forward pass)."""
+        var, depthwise = self._targets[index]
+        return self.structure.expand(
+            keras.ops.convert_to_tensor(self.masks[index]), tuple(var.shape), depthwise)
+
+    def expanded_mask_numpy(self, index: int = 0) -> np.ndarray:
+        """The kernel-shaped mask of kernel ``index`` as a numpy array."""
+        var, depthwise = self._targets[index]
+        grid = keras.ops.convert_to_numpy(self.masks[index])
+        return np.asarray(self.structure.expand(grid, tuple(var.shape), depthwise))
+
+    def set_mask(self, index: int, grid_mask: np.ndarray) -> None:
+        """Assigns the block-grid mask of kernel ``index``."""
+        self.masks[index].assign(np.asarray(grid_mask, np.float32))
+
+    # ---- forward ------------------------------------------------------------------------
+    def call(self, inputs, *args, training=None, **kwargs):
+        mapping = [
+            (var, self.algorithm.effective_kernel(self, i, var.value, training))
+            for i, (var, _) in enumerate(self._targets)
+        ]
+        if training:
+            extra = self.algorithm.loss(self)
+            if extra is not None:
+                self.add_loss(extra)
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        # Keep state updates the wrapped layer made inside the scope (none for the
+        # built-in layers; a custom prunable layer may have some).
+        mapped = {id(v) for v, _ in mapping}
+        for var in self.layer.non_trainable_variables:
+            if id(var) not in mapped:
+                value = scope.get_current_value(var)
+                if value is not None:
+                    var.assign(value)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # ---- serialization ------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["algorithm"] = keras.saving.serialize_keras_object(self.algorithm)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
+                                                      custom_objects=custom_objects)
+        algorithm = keras.saving.deserialize_keras_object(config.pop("algorithm"),
+                                                          custom_objects=custom_objects)
+        return cls(layer, algorithm, **config)
+
+
+def collect_wrappers(model: keras.layers.Layer) -> list[PruneWrapper]:
+    """Every :class:`PruneWrapper` in ``model``, nested models included, in layer order."""
+    if isinstance(model, PruneWrapper):
+        return [model]
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, PruneWrapper):
+            found.append(layer)
+    return found
