@@ -18,6 +18,7 @@ PRUNE_END_EPOCH = 5  # ... to the start of epoch 5, then the masks are fixed
 UPDATES_PER_RAMP = 12  # mask updates during the ramp (frequency divides the ramp)
 DENSE_LAYERS = ("stem", "classifier")  # the stem conv and the classifier stay dense
 SEED = 0
+BN_MOMENTUM = 0.9  # tf_sparse_prune.models.BN_MOMENTUM; the tf_keras twin must match
 
 
 def steps_per_epoch(train_size: int = TRAIN_SIZE, batch_size: int = BATCH_SIZE) -> int:
@@ -25,18 +26,24 @@ def steps_per_epoch(train_size: int = TRAIN_SIZE, batch_size: int = BATCH_SIZE) 
     return train_size // batch_size
 
 
-def prune_steps(train_size: int = TRAIN_SIZE, batch_size: int = BATCH_SIZE,
-                begin_epoch: int = PRUNE_BEGIN_EPOCH, end_epoch: int = PRUNE_END_EPOCH,
-                updates: int = UPDATES_PER_RAMP) -> tuple[int, int, int]:
+def prune_steps(
+    train_size: int = TRAIN_SIZE,
+    batch_size: int = BATCH_SIZE,
+    epochs: int = EPOCHS,
+    updates: int = UPDATES_PER_RAMP,
+) -> tuple[int, int, int]:
     """(begin_step, end_step, frequency) of the polynomial schedule.
 
-    The end step is moved down to the nearest multiple of the frequency after the
-    begin step, so that tfmot (which prunes only when ``(step - begin) % frequency
-    == 0``) and our schedule both reach the final sparsity exactly.
+    The ramp runs from epoch ``PRUNE_BEGIN_EPOCH`` to ``PRUNE_END_EPOCH`` of an
+    ``EPOCHS``-epoch run, scaled proportionally for shorter or longer runs. The end
+    step is moved down to the nearest multiple of the frequency after the begin
+    step, so that tfmot (which prunes only when ``(step - begin) % frequency == 0``)
+    and our schedule both reach the final sparsity exactly.
     """
     spe = steps_per_epoch(train_size, batch_size)
-    begin = begin_epoch * spe
-    ramp = (end_epoch - begin_epoch) * spe
+    scale = epochs / EPOCHS
+    begin = round(PRUNE_BEGIN_EPOCH * scale * spe)
+    ramp = round((PRUNE_END_EPOCH - PRUNE_BEGIN_EPOCH) * scale * spe)
     frequency = max(1, ramp // updates)
-    end = begin + frequency * (ramp // frequency)
+    end = begin + frequency * max(1, ramp // frequency)
     return begin, end, frequency

@@ -41,9 +41,6 @@ def why_not_prunable(layer: keras.layers.Layer) -> str | None:
         return "a nested model (its layers are considered one by one)"
     if isinstance(layer, _BUILTIN) or callable(getattr(layer, "get_prunable_weights", None)):
         return None
-    weights = [w.path for w in layer.trainable_weights]
-    if not weights:
-        return f"{type(layer).__name__} has no trainable weights"
     return (
         f"{type(layer).__name__} is not supported (supported: Conv2D, Dense, DepthwiseConv2D "
         f"and subclasses, or a layer defining get_prunable_weights())"
@@ -65,6 +62,8 @@ def prunable_weights(layer: keras.layers.Layer) -> list[tuple[keras.Variable, bo
         return [(layer.kernel, False)]
     weights = list(layer.get_prunable_weights())
     if not weights:
-        raise UnsupportedLayerError(f"layer {layer.name!r}: get_prunable_weights() returned nothing")
+        raise UnsupportedLayerError(
+            f"layer {layer.name!r}: get_prunable_weights() returned nothing"
+        )
     depthwise = bool(getattr(layer, "prunable_depthwise", False))
     return [(w, depthwise) for w in weights]

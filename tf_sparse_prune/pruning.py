@@ -24,7 +24,7 @@ from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
 from tf_sparse_prune.structures import StructureError
 from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
 
-__all__ = ["get_pruner", "plan_pruning", "prune_model", "prunability"]
+__all__ = ["get_pruner", "plan_pruning", "prunability", "prune_model"]
 
 LayerSelection = None | Sequence[str] | Callable[[keras.layers.Layer], bool]
 
@@ -34,7 +34,7 @@ def prunability(layer: keras.layers.Layer, algorithm: PruningAlgorithm) -> str |
     reason = why_not_prunable(layer)
     if reason is not None:
         return reason
-    structure = algorithm.structure_for(layer)
+    algorithm.structure_for(layer)
     for var, depthwise in prunable_weights(layer):
         shape = tuple(int(d) for d in var.shape)
         try:
@@ -53,8 +53,9 @@ class Decision:
     reason: str = ""
 
 
-def plan_pruning(model: keras.Model, algorithm: PruningAlgorithm,
-                 layers: LayerSelection = None) -> dict[str, Decision]:
+def plan_pruning(
+    model: keras.Model, algorithm: PruningAlgorithm, layers: LayerSelection = None
+) -> dict[str, Decision]:
     """Which layers ``prune_model`` would wrap, by layer name, with the reasons.
 
     Raises:
@@ -66,11 +67,14 @@ def plan_pruning(model: keras.Model, algorithm: PruningAlgorithm,
     by_name = {layer.name: layer for layer in all_layers}
     named: set[str] = set()
     if layers is None:
+
         def selected(layer):
             return True
     elif callable(layers):
         selected = layers
-    elif isinstance(layers, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in layers):
+    elif isinstance(layers, (list, tuple, set, frozenset)) and all(
+        isinstance(n, str) for n in layers
+    ):
         named = set(layers)
         missing = sorted(named - set(by_name))
         if missing:
@@ -90,15 +94,18 @@ def plan_pruning(model: keras.Model, algorithm: PruningAlgorithm,
     for layer in all_layers:
         reason = prunability(layer, algorithm)
         if layer.name in named and reason is not None:
-            raise ValueError(f"layer {layer.name!r} was named in layers= but cannot be pruned: {reason}")
+            raise ValueError(
+                f"layer {layer.name!r} was named in layers= but cannot be pruned: {reason}"
+            )
         if reason is None and not selected(layer):
             reason = "not selected by layers="
         decisions[layer.name] = Decision(layer.name, reason is None, reason or "")
     return decisions
 
 
-def prune_model(model: keras.Model, pruner: PruningAlgorithm,
-                layers: LayerSelection = None) -> keras.Model:
+def prune_model(
+    model: keras.Model, pruner: PruningAlgorithm, layers: LayerSelection = None
+) -> keras.Model:
     """Returns a copy of ``model`` whose selected layers are wrapped for pruning.
 
     The original model is left untouched; the copy starts from its weights.
@@ -140,7 +147,9 @@ def prune_model(model: keras.Model, pruner: PruningAlgorithm,
     wrapped = collect_wrappers(pruned)
     if not wrapped:
         skipped = "; ".join(f"{d.layer}: {d.reason}" for d in decisions.values())
-        raise ValueError(f"no layer of model {model.name!r} can be pruned by {pruner!r} ({skipped})")
+        raise ValueError(
+            f"no layer of model {model.name!r} can be pruned by {pruner!r} ({skipped})"
+        )
     return pruned
 
 

@@ -19,7 +19,7 @@ from tf_sparse_prune.modeltools import iter_layers
 from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
 from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
 
-__all__ = ["LayerSparsity", "SparsityReport", "sparsity_report"]
+__all__ = ["LayerSparsity", "SparsityReport", "detect_structure", "sparsity_report"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class LayerSparsity:
     Attributes:
         layer: The layer's name (the wrapped layer's own name for pruned layers).
         kind: The layer class.
-        structure: The pruning structure, or ``"-"`` when the layer is not pruned.
+        structure: The pruning structure, or ``"-"`` when the layer is not pruned. For
+            a plain (e.g. stripped) model, the coarsest 1xN pattern its zeros form.
         sparsity: Fraction of zero weights in the prunable kernel(s).
         weights: Number of weights in the prunable kernel(s).
         pruned: Whether the layer is pruned (wrapped, or zeros found after stripping).
@@ -57,19 +58,45 @@ class SparsityReport(list):
     def __str__(self) -> str:
         head = ("layer", "type", "structure", "sparsity", "weights", "pruned / why not")
         rows = [head] + [
-            (r.layer, r.kind, r.structure, f"{r.sparsity:.3f}", str(r.weights),
-             "yes" if r.pruned else f"no: {r.reason}")
+            (
+                r.layer,
+                r.kind,
+                r.structure,
+                f"{r.sparsity:.3f}",
+                str(r.weights),
+                "yes" if r.pruned else f"no: {r.reason}",
+            )
             for r in self
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-                 for row in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+            for row in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"total sparsity over prunable kernels: {self.total_sparsity:.3f}")
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):  # IPython
         p.text(str(self))
+
+
+def detect_structure(kernel: np.ndarray, depthwise: bool = False) -> str:
+    """The coarsest 1xN pattern (N in 32, 16, 8, 4) the zeros of ``kernel`` form, else
+    ``"unstructured"`` (``"-"`` for a kernel without zeros)."""
+    from tf_sparse_prune.structures import OneByN
+
+    nonzero = kernel != 0
+    if nonzero.all():
+        return "-"
+    for n in (32, 16, 8, 4):
+        s = OneByN(n)
+        if s.applies_to(kernel.shape, depthwise) is not None:
+            continue
+        alive = np.asarray(s.to_blocks(nonzero.astype(np.float32), depthwise)).max(-1)
+        if np.array_equal(np.asarray(s.expand(alive, kernel.shape, depthwise)) != 0, nonzero):
+            return f"1x{n}"
+    return "unstructured"
 
 
 def _zero_fraction(arrays) -> tuple[float, int]:
@@ -81,9 +108,10 @@ def _zero_fraction(arrays) -> tuple[float, int]:
 def sparsity_report(model: keras.Model) -> SparsityReport:
     """Per-layer sparsity of a pruned model, or of any plain model (e.g. stripped).
 
-    Every layer with a kernel (a weight of 2 or more dimensions) is listed. For a pruned model, a layer left dense
-    says why (unsupported type, a structure that does not fit its shape, or not
-    selected by ``layers=``); sparsities of pruned layers come from the masks.
+    Every layer with a kernel (a weight of 2 or more dimensions) is listed. For a
+    pruned model, a layer left dense says why (unsupported type, a structure that
+    does not fit its shape, or not selected by ``layers=``); sparsities of pruned
+    layers come from the masks.
 
     Args:
         model: A Keras model, pruned or not.
@@ -100,22 +128,35 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
         if isinstance(layer, PruneWrapper):
             effective = [layer.algorithm.final_kernel(layer, i) for i in range(len(layer.targets))]
             sparsity, n = _zero_fraction(effective)
-            report.append(LayerSparsity(layer.layer.name, type(layer.layer).__name__,
-                                        layer.structure.name(), sparsity, n, True))
+            report.append(
+                LayerSparsity(
+                    layer.layer.name,
+                    type(layer.layer).__name__,
+                    layer.structure.name(),
+                    sparsity,
+                    n,
+                    True,
+                )
+            )
             continue
         if why_not_prunable(layer) is not None:
-            kernels = [w for w in layer.trainable_weights if len(w.shape) >= 2]
+            kernels = [(w, False) for w in layer.trainable_weights if len(w.shape) >= 2]
             if not kernels:  # no kernel to prune (BatchNormalization, ...): not a candidate
                 continue
         else:
-            kernels = [v for v, _ in prunable_weights(layer)]
-        sparsity, n = _zero_fraction([keras.ops.convert_to_numpy(k) for k in kernels])
+            kernels = prunable_weights(layer)
+        arrays = [keras.ops.convert_to_numpy(k) for k, _ in kernels]
+        sparsity, n = _zero_fraction(arrays)
+        structure = "-"
         if algorithm is not None:
             reason = prunability(layer, algorithm) or "not selected by layers="
             pruned = False
         else:
             pruned = sparsity > 0
             reason = "" if pruned else (why_not_prunable(layer) or "dense")
-        report.append(LayerSparsity(layer.name, type(layer).__name__, "-", sparsity, n,
-                                    pruned, reason))
+            if pruned:  # e.g. a stripped model: name the pattern its zeros form
+                structure = detect_structure(arrays[0], kernels[0][1])
+        report.append(
+            LayerSparsity(layer.name, type(layer).__name__, structure, sparsity, n, pruned, reason)
+        )
     return report

@@ -32,8 +32,10 @@ def _check_fraction(owner: str, name: str, value: float) -> float:
 
 
 def _check_step(owner: str, name: str, value: int, allow_minus_one: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or (
-        value < 0 and not (allow_minus_one and value == -1)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (value < 0 and not (allow_minus_one and value == -1))
     ):
         valid = "a step >= 0 (or -1 for 'never ends')" if allow_minus_one else "a step >= 0"
         raise ValueError(f"{owner}: {name}={value!r} is invalid; it must be {valid}")
@@ -103,8 +105,15 @@ class PolynomialDecay(PruningSchedule):
         0.5
     """
 
-    def __init__(self, initial_sparsity: float, final_sparsity: float, begin_step: int,
-                 end_step: int, frequency: int = 100, power: float = 3.0):
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        frequency: int = 100,
+        power: float = 3.0,
+    ):
         owner = "PolynomialDecay"
         self.initial_sparsity = _check_fraction(owner, "initial_sparsity", initial_sparsity)
         self.final_sparsity_ = _check_fraction(owner, "final_sparsity", final_sparsity)
@@ -132,9 +141,14 @@ class PolynomialDecay(PruningSchedule):
         return s_f + (s_i - s_f) * (1.0 - p) ** self.power
 
     def get_config(self) -> dict:
-        return {"initial_sparsity": self.initial_sparsity, "final_sparsity": self.final_sparsity_,
-                "begin_step": self.begin_step, "end_step": self.end_step,
-                "frequency": self.frequency, "power": self.power}
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity_,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+            "power": self.power,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tf_sparse_prune")
@@ -153,8 +167,9 @@ class ConstantSparsity(PruningSchedule):
         (True, 0.5)
     """
 
-    def __init__(self, sparsity: float, begin_step: int = 0, end_step: int = -1,
-                 frequency: int = 100):
+    def __init__(
+        self, sparsity: float, begin_step: int = 0, end_step: int = -1, frequency: int = 100
+    ):
         owner = "ConstantSparsity"
         self.target = _check_fraction(owner, "sparsity", sparsity)
         self.begin_step = _check_step(owner, "begin_step", begin_step)
@@ -173,5 +188,9 @@ class ConstantSparsity(PruningSchedule):
         return self.target
 
     def get_config(self) -> dict:
-        return {"sparsity": self.target, "begin_step": self.begin_step,
-                "end_step": self.end_step, "frequency": self.frequency}
+        return {
+            "sparsity": self.target,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }

@@ -72,7 +72,6 @@ def canonical_shape(kernel_shape: Sequence[int], depthwise: bool = False) -> tup
     return taps, shape[-2], shape[-1]
 
 
-
 def _check_positive_int(owner: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{owner}: {name}={value!r} is invalid; it must be a positive integer")
@@ -134,7 +133,9 @@ class Structure:
         return np.asarray(self.to_blocks(ones, depthwise)).sum(-1)
 
     # -- selection ---------------------------------------------------------------
-    def select(self, scores: np.ndarray, sparsity: float, sizes: np.ndarray | None = None) -> np.ndarray:
+    def select(
+        self, scores: np.ndarray, sparsity: float, sizes: np.ndarray | None = None
+    ) -> np.ndarray:
         """Chooses the kept blocks of one layer.
 
         Args:
@@ -181,7 +182,9 @@ def select_by_weight_budget(scores, sparsity: float, sizes=None) -> np.ndarray:
     cum = np.cumsum(w[order])
     # number of blocks whose cumulative size is closest to the budget
     n_prune = int(np.searchsorted(cum, budget, side="left"))
-    if n_prune < len(cum) and (n_prune == 0 or abs(cum[n_prune] - budget) < abs(cum[n_prune - 1] - budget)):
+    if n_prune < len(cum) and (
+        n_prune == 0 or abs(cum[n_prune] - budget) < abs(cum[n_prune - 1] - budget)
+    ):
         n_prune += 1
     mask[order[:n_prune]] = 0.0
     return mask.reshape(scores.shape)
@@ -353,7 +356,7 @@ class OutputChannel(Structure):
 
     def expand(self, block_mask, kernel_shape, depthwise=False):
         xp = _xp(block_mask)
-        t, i, o = canon = canonical_shape(kernel_shape, depthwise)
+        _t, _i, o = canon = canonical_shape(kernel_shape, depthwise)
         m = xp.broadcast_to(xp.reshape(block_mask, (1, 1, o)), canon)
         return xp.reshape(m, tuple(int(d) for d in kernel_shape))
 
@@ -396,7 +399,7 @@ class NM(Structure):
         return 1.0 - self.n / self.m
 
     def _padded(self, canon):
-        t, i, o = canon
+        _t, i, _o = canon
         if i % self.m or i < self.m:
             raise StructureError(
                 f"{self.name()} groups {self.m} consecutive input channels, so C_in must be a "
@@ -416,7 +419,7 @@ class NM(Structure):
 
     def expand(self, block_mask, kernel_shape, depthwise=False):
         xp = _xp(block_mask)
-        t, i, o = self._padded(canonical_shape(kernel_shape, depthwise))
+        _t, _i, _o = self._padded(canonical_shape(kernel_shape, depthwise))
         m = xp.transpose(block_mask, (0, 1, 3, 2))  # t, groups, m, o
         return xp.reshape(m, tuple(int(d) for d in kernel_shape))
 

@@ -80,13 +80,23 @@ class PruneWrapper(keras.layers.Wrapper):
                 raise StructureError(
                     f"layer {self.layer.name!r} ({type(self.layer).__name__}, kernel {shape}): {e}"
                 ) from None
-            masks.append(self.add_weight(
-                name=f"mask_{i}", shape=self.structure.grid_shape(shape, depthwise),
-                initializer="ones", trainable=False, dtype="float32"))
+            masks.append(
+                self.add_weight(
+                    name=f"mask_{i}",
+                    shape=self.structure.grid_shape(shape, depthwise),
+                    initializer="ones",
+                    trainable=False,
+                    dtype="float32",
+                )
+            )
         self.masks = masks
         self.pruning_step = self.add_weight(
-            name="pruning_step", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False)
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+        )
         self.algorithm.build(self)
         self.built = True
 
@@ -100,7 +110,8 @@ class PruneWrapper(keras.layers.Wrapper):
         """The kernel-shaped mask of kernel ``index`` (a tensor, for the forward pass)."""
         var, depthwise = self._targets[index]
         return self.structure.expand(
-            keras.ops.convert_to_tensor(self.masks[index]), tuple(var.shape), depthwise)
+            keras.ops.convert_to_tensor(self.masks[index]), tuple(var.shape), depthwise
+        )
 
     def expanded_mask_numpy(self, index: int = 0) -> np.ndarray:
         """The kernel-shaped mask of kernel ``index`` as a numpy array."""
@@ -146,10 +157,12 @@ class PruneWrapper(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"),
-                                                      custom_objects=custom_objects)
-        algorithm = keras.saving.deserialize_keras_object(config.pop("algorithm"),
-                                                          custom_objects=custom_objects)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        algorithm = keras.saving.deserialize_keras_object(
+            config.pop("algorithm"), custom_objects=custom_objects
+        )
         return cls(layer, algorithm, **config)
 
 

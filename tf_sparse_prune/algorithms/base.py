@@ -60,8 +60,9 @@ class PruningAlgorithm:
         """The structure used for ``layer`` (default: the algorithm's one)."""
         return self.structure
 
-    def check_layer(self, layer: keras.layers.Layer, kernel_shape: tuple[int, ...],
-                    depthwise: bool) -> None:
+    def check_layer(
+        self, layer: keras.layers.Layer, kernel_shape: tuple[int, ...], depthwise: bool
+    ) -> None:
         """Raises ``StructureError`` if this algorithm cannot prune that kernel."""
         self.structure_for(layer).check(kernel_shape, depthwise)
 
@@ -69,8 +70,9 @@ class PruningAlgorithm:
     def build(self, wrapper: PruneWrapper) -> None:
         """Creates per-layer state on ``wrapper`` (default: nothing beyond the masks)."""
 
-    def effective_kernel(self, wrapper: PruneWrapper, index: int, kernel: Any,
-                         training: bool | None) -> Any:
+    def effective_kernel(
+        self, wrapper: PruneWrapper, index: int, kernel: Any, training: bool | None
+    ) -> Any:
         """The kernel the wrapped layer computes with (default: hard mask, zero gradient)."""
         return keras.ops.multiply(kernel, wrapper.expanded_mask(index))
 

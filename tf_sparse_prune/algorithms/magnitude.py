@@ -48,9 +48,14 @@ class Magnitude(PruningAlgorithm):
         0.5
     """
 
-    def __init__(self, sparsity: float | None = None, structure: Structure | None = None,
-                 schedule: PruningSchedule | None = None, scope: str = "layer",
-                 criterion: str | Scorer | None = None):
+    def __init__(
+        self,
+        sparsity: float | None = None,
+        structure: Structure | None = None,
+        schedule: PruningSchedule | None = None,
+        scope: str = "layer",
+        criterion: str | Scorer | None = None,
+    ):
         super().__init__(structure)
         name = "Magnitude"
         fixed = self.structure.fixed_sparsity()
@@ -139,7 +144,10 @@ class Magnitude(PruningAlgorithm):
         items = [(w, i) for w in wrappers for i in range(len(w.targets))]
         scored = [self._block_scores(w, i) for w, i in items]
         if self.scope == "layer":
-            masks = [w.structure.select(s, sparsity, z) for (w, _), (s, z) in zip(items, scored, strict=True)]
+            masks = [
+                w.structure.select(s, sparsity, z)
+                for (w, _), (s, z) in zip(items, scored, strict=True)
+            ]
         else:
             masks = self._select_global(scored, sparsity)
         for (w, i), mask in zip(items, masks, strict=True):
@@ -156,18 +164,21 @@ class Magnitude(PruningAlgorithm):
         mask = select_by_weight_budget(np.concatenate(flat), sparsity, np.concatenate(sizes))
         out, start = [], 0
         for s, _ in scored:
-            out.append(mask[start:start + s.size].reshape(s.shape))
+            out.append(mask[start : start + s.size].reshape(s.shape))
             start += s.size
         return out
 
     # ---- serialization ----------------------------------------------------------------
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({
-            "sparsity": self.sparsity,
-            "schedule": None if self.schedule is None
-            else keras.saving.serialize_keras_object(self.schedule),
-            "scope": self.scope,
-            "criterion": keras.saving.serialize_keras_object(self.scorer),
-        })
+        config.update(
+            {
+                "sparsity": self.sparsity,
+                "schedule": None
+                if self.schedule is None
+                else keras.saving.serialize_keras_object(self.schedule),
+                "scope": self.scope,
+                "criterion": keras.saving.serialize_keras_object(self.scorer),
+            }
+        )
         return config

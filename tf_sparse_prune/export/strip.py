@@ -36,8 +36,11 @@ def strip_pruning(model: keras.Model) -> keras.Model:
     """
     if isinstance(model, keras.Model) and not collect_wrappers(model):
         warnings.warn(
-            f"strip_pruning: model {model.name!r} has no PruneWrapper layers; returning it unchanged",
-            UserWarning, stacklevel=2)
+            f"strip_pruning: model {model.name!r} has no PruneWrapper layers; "
+            "returning it unchanged",
+            UserWarning,
+            stacklevel=2,
+        )
         return model
     check_keras3_model(model)
 
@@ -48,9 +51,15 @@ def strip_pruning(model: keras.Model) -> keras.Model:
         return inner.__class__.from_config(inner.get_config())
 
     def copy_weights(wrapper, new):
-        finals = {id(var): wrapper.algorithm.final_kernel(wrapper, i)
-                  for i, (var, _) in enumerate(wrapper.targets)}
-        new.set_weights([finals.get(id(v), None) if id(v) in finals
-                         else keras.ops.convert_to_numpy(v) for v in wrapper.layer.weights])
+        finals = {
+            id(var): wrapper.algorithm.final_kernel(wrapper, i)
+            for i, (var, _) in enumerate(wrapper.targets)
+        }
+        new.set_weights(
+            [
+                finals.get(id(v)) if id(v) in finals else keras.ops.convert_to_numpy(v)
+                for v in wrapper.layer.weights
+            ]
+        )
 
     return clone_layers(model, replace, copy_weights)

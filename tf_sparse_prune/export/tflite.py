@@ -56,7 +56,7 @@ def export_tflite(model: keras.Model, path: str | os.PathLike | None = None) -> 
 
 
 def tflite_layout(kernel: np.ndarray, layer: keras.layers.Layer) -> np.ndarray:
-    """A Keras kernel in the layout TFLite stores it (CONV_2D OHWI, FC (O, I), depthwise 1HW(C*M))."""
+    """A Keras kernel in TFLite's layout: CONV_2D OHWI, FC (O, I), depthwise 1HW(C*M)."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw, c, m = kernel.shape
         return kernel.reshape(1, kh, kw, c * m)
@@ -102,8 +102,10 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_content=flatbuffer,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp = Interpreter(
+        model_content=flatbuffer,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interp.allocate_tensors()
     constants: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
     for detail in interp.get_tensor_details():
@@ -129,6 +131,7 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
                     best_name, best_zeros, preserved = name, int(zeros.sum()), True
                     break
                 best_zeros = max(best_zeros, int((value == 0).sum()))
-            checks.append(TFLiteSparsityCheck(layer.name, int(zeros.sum()), best_name,
-                                              best_zeros, preserved))
+            checks.append(
+                TFLiteSparsityCheck(layer.name, int(zeros.sum()), best_name, best_zeros, preserved)
+            )
     return checks

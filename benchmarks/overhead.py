@@ -1,0 +1,117 @@
+"""Step-time overhead of pruning during training, interleaved A/B in one process.
+
+A is the plain Fashion-MNIST CNN, B the same CNN wrapped for pruning (its
+callbacks included, masks already at the target sparsity). Both train on the
+same 20 batches per round; rounds alternate AB and BA; the figure is the median
+over rounds of B's per-step time divided by A's (the minimum ratio is reported
+too, it is steadier on a loaded machine). Writes ``benchmarks/results/overhead.json``.
+
+Example::
+
+    python benchmarks/overhead.py --rounds 11
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import recipe  # noqa: E402
+
+
+def pruners():
+    import tf_sparse_prune as tsp
+
+    return {
+        "magnitude_1x16_0.75": lambda: tsp.Magnitude(
+            0.75, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.75, 0, frequency=100)
+        ),
+        "magnitude_unstructured_0.8": lambda: tsp.Magnitude(
+            0.8, tsp.Unstructured(), schedule=tsp.ConstantSparsity(0.8, 0, frequency=100)
+        ),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per round")
+    parser.add_argument("--variants", nargs="+", default=list(pruners()))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "overhead.json")
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    import tf_sparse_prune as tsp
+
+    (x, y), _ = tsp.load_fashion_mnist()
+    n = args.steps * recipe.BATCH_SIZE
+    ds = tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(recipe.BATCH_SIZE).cache()
+
+    def compiled(model):
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
+        return model
+
+    def timed(model, callbacks):
+        t0 = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
+        return (time.perf_counter() - t0) / args.steps
+
+    rows = []
+    for name in args.variants:
+        keras.utils.set_random_seed(recipe.SEED)
+        dense = compiled(tsp.models.fashion_cnn())
+        pruner = pruners()[name]()
+        pruned = compiled(
+            tsp.prune_model(
+                tsp.models.fashion_cnn(),
+                pruner,
+                layers=lambda layer: layer.name not in recipe.DENSE_LAYERS,
+            )
+        )
+        cbs = pruner.callbacks()
+        for _ in range(2):  # warm up: trace both train functions, compute the masks
+            timed(dense, [])
+            timed(pruned, cbs)
+        a_times, b_times = [], []
+        for r in range(args.rounds):
+            order = [(dense, [], a_times), (pruned, cbs, b_times)]
+            for model, callbacks, sink in order if r % 2 == 0 else order[::-1]:
+                sink.append(timed(model, callbacks))
+        ratios = np.array(b_times) / np.array(a_times)
+        row = {
+            "method": "magnitude",
+            "variant": name,
+            "framework": "tf_sparse_prune",
+            "plain_step_seconds": float(np.median(a_times)),
+            "pruned_step_seconds": float(np.median(b_times)),
+            "wrapper_overhead_ratio": float(np.median(ratios)),
+            "wrapper_overhead_ratio_min": float(ratios.min()),
+            "rounds": args.rounds,
+            "steps_per_round": args.steps,
+            "jit_compile": False,
+            "load_average": os.getloadavg()[0],
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Shared test helpers: small models, random data, brute-force references."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+KERNEL_CASES = {
+    # name: (layer factory, input shape, depthwise)
+    "conv2d": (lambda: keras.layers.Conv2D(32, 3, padding="same", name="conv"), (6, 6, 8), False),
+    "dense": (lambda: keras.layers.Dense(32, name="dense"), (16,), False),
+    "depthwise": (
+        lambda: keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw"),
+        (6, 6, 16),
+        True,
+    ),
+}
+
+
+def built_layer(case: str):
+    """A built layer for one of KERNEL_CASES, with its kernel and depthwise flag."""
+    make, shape, depthwise = KERNEL_CASES[case]
+    layer = make()
+    layer.build((None, *shape))
+    return layer, depthwise
+
+
+def small_cnn(channels=(32, 32), dense_units=10, input_shape=(12, 12, 3), name="small_cnn"):
+    """A small functional CNN: conv blocks, GAP, Dense."""
+    inp = keras.Input(input_shape, name="image")
+    x = inp
+    for i, c in enumerate(channels):
+        x = keras.layers.Conv2D(c, 3, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(dense_units, name="fc")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def random_data(n=64, input_shape=(12, 12, 3), classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, *input_shape)).astype("float32")
+    y = rng.integers(0, classes, n)
+    return x, y
+
+
+def compile_for_classification(model, lr=0.05):
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def kernel_view(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
+    """Brute-force canonical (taps, C_in, C_out) view."""
+    if depthwise:
+        kh, kw, c, m = kernel.shape
+        return kernel.reshape(kh * kw, 1, c * m)
+    if kernel.ndim == 2:
+        return kernel[None]
+    return kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
+
+
+def masks_of(model) -> dict[str, np.ndarray]:
+    """name -> numpy grid mask of every wrapper in the model."""
+    from tf_sparse_prune.wrappers import collect_wrappers
+
+    return {w.layer.name: keras.ops.convert_to_numpy(w.masks[0]) for w in collect_wrappers(model)}
