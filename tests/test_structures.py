@@ -175,3 +175,13 @@ def test_block_and_nm_reject_bad_sizes():
         tsp.Block(16, 0)
     with pytest.raises(ValueError, match="smaller than m"):
         tsp.NM(4, 4)
+
+
+def test_reduce_scores_each_block_by_its_norm():
+    kernel = np.zeros((3, 3, 2, 8), np.float32)
+    kernel[:, :, 1, 4:8] = 2.0  # block (row 1, input 1) of OneByN(4): 36 weights of 2
+    kernel[0, 0, 0, 0] = -3.0  # block (row 0, input 0): one weight of -3
+    scores = tsp.OneByN(4).reduce(kernel)
+    np.testing.assert_allclose(scores, [[3.0, 0.0], [0.0, 12.0]])
+    l1 = tsp.OneByN(4).reduce(kernel, scorer=tsp.scoring.L1Norm())
+    np.testing.assert_allclose(l1, [[3.0, 0.0], [0.0, 72.0]])

@@ -18,7 +18,7 @@ Example:
     ...     def get_prunable_weights(self):
     ...         return [self.kernel]
     >>> layer = MyDense(); layer.build((None, 64))
-    >>> [v.shape for v, _ in tsp.prunable.prunable_weights(layer)]
+    >>> [tuple(v.shape) for v, _ in tsp.prunable.prunable_weights(layer)]
     [(64, 32)]
 """
 

@@ -12,7 +12,7 @@ Example:
     >>> import tf_sparse_prune as tsp
     >>> s = tsp.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100, frequency=10)
     >>> s(0), s(5), s(100)
-    ((True, 0.0), (False, 0.33...), (True, 0.8))
+    ((True, 0.0), (False, 0.114...), (True, 0.8))
 """
 
 from __future__ import annotations

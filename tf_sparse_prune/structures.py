@@ -1,9 +1,9 @@
 """What one prunable unit is.
 
 A structure answers one question: which weights of a kernel form one prunable
-unit (a *block*). It maps a kernel to a grid of blocks (``to_blocks``), a grid
-mask back to the kernel's shape (``expand``), and chooses the kept blocks of one
-layer for a target sparsity (``select``). How important a block is comes from
+unit (a *block*). It maps a kernel to a grid of blocks (``to_blocks``) or of
+block scores (``reduce``), a grid mask back to the kernel's shape (``expand``),
+and chooses the kept blocks of one layer for a target sparsity (``select``). How important a block is comes from
 :mod:`tf_sparse_prune.scoring`; when and how much to prune from
 :mod:`tf_sparse_prune.schedules`.
 
@@ -126,6 +126,13 @@ class Structure:
     def expand(self, block_mask, kernel_shape: Sequence[int], depthwise: bool = False):
         """Grid-shaped mask -> kernel-shaped mask (works on numpy and tensors)."""
         raise NotImplementedError
+
+    def reduce(self, kernel, depthwise: bool = False, scorer=None) -> np.ndarray:
+        """Kernel -> grid-shaped block scores (``scorer`` defaults to the L2 norm)."""
+        from tf_sparse_prune.scoring import L2Norm
+
+        scorer = L2Norm() if scorer is None else scorer
+        return scorer(np.asarray(self.to_blocks(np.asarray(kernel), depthwise)))
 
     def block_sizes(self, kernel_shape: Sequence[int], depthwise: bool = False) -> np.ndarray:
         """Number of real (unpadded) weights in each block, grid-shaped."""

@@ -130,7 +130,7 @@ class Magnitude(PruningAlgorithm):
         var, depthwise = wrapper.targets[index]
         kernel = keras.ops.convert_to_numpy(var)
         effective = kernel * wrapper.expanded_mask_numpy(index)
-        scores = self.scorer(np.asarray(wrapper.structure.to_blocks(effective, depthwise)))
+        scores = wrapper.structure.reduce(effective, depthwise, self.scorer)
         sizes = wrapper.structure.block_sizes(kernel.shape, depthwise)
         return scores, sizes
 
