@@ -38,48 +38,62 @@ def accuracy_table() -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         label = r.get("variant") or f"{r['method']}_{r['structure']}"
-        groups[(r["framework"], label, r["structure"], r["sparsity"], r["epochs"],
-                r["train_size"])].append(r)
+        groups[
+            (r["framework"], label, r["structure"], r["sparsity"], r["epochs"], r["train_size"])
+        ].append(r)
     lines = [
         "| framework | variant | structure | sparsity | val acc | seeds | train s "
         "| step time vs dense |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = sorted(groups, key=lambda k: (k[4], k[5], k[0] != "tf_sparse_prune", k[2] != "dense",
-                                          k[1]))
+    order = sorted(
+        groups, key=lambda k: (k[4], k[5], k[0] != "tf_sparse_prune", k[2] != "dense", k[1])
+    )
     for key in order:
-        framework, label, structure, sparsity, epochs, size = key
+        framework, label, structure, sparsity, _epochs, _size = key
         g = groups[key]
         ratios = [r["step_time_ratio_vs_dense"] for r in g if r.get("step_time_ratio_vs_dense")]
         lines.append(
             f"| {framework} | {label} | {structure} | {sparsity:g} | "
             f"{_fmt([r['val_acc'] for r in g])} | {len(g)} | "
-            f"{_fmt([r['train_seconds'] for r in g], 0)} | {_fmt(ratios, 2)} |")
+            f"{_fmt([r['train_seconds'] for r in g], 0)} | {_fmt(ratios, 2)} |"
+        )
     if not groups:
         return "(no accuracy results yet)"
     epochs = sorted({k[4] for k in groups})
     sizes = sorted({k[5] for k in groups})
-    head = (f"Fashion-MNIST CNN, recipe of `benchmarks/recipe.py` (epochs {epochs}, "
-            f"train size {sizes}, full 10k test set, accuracy of the stripped model).")
+    head = (
+        f"Fashion-MNIST CNN, recipe of `benchmarks/recipe.py` (epochs {epochs}, "
+        f"train size {sizes}, full 10k test set, accuracy of the stripped model)."
+    )
     return head + "\n\n" + "\n".join(lines)
 
 
+def _min_ratio(row: dict) -> float:
+    return row.get("wrapper_overhead_ratio_min", row.get("wrapper_overhead_ratio_of_minima", 0.0))
+
+
 def overhead_table() -> str:
-    rows = _load("overhead.json") + [r for r in _load("tfmot_baseline.json")
-                                     if "wrapper_overhead_ratio" in r]
+    rows = _load("overhead.json") + [
+        r for r in _load("tfmot_baseline.json") if "wrapper_overhead_ratio" in r
+    ]
     if not rows:
         return "(no overhead results yet)"
-    lines = ["| framework | variant | step time, pruned / plain (median) | min ratio | rounds |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| framework | variant | step time, pruned / plain (median) | min ratio | rounds |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r.get('framework', '?')} | {r.get('variant', r.get('method'))} | "
             f"{r['wrapper_overhead_ratio']:.3f} | "
-            f"{r.get('wrapper_overhead_ratio_min', r.get('wrapper_overhead_ratio_of_minima', 0)):.3f}"
-            f" | {r.get('rounds', '-')} |")
-    return ("Training-step overhead of the pruning wrapper and its callbacks, A/B interleaved "
-            "in one process (`benchmarks/overhead.py`; tfmot's own in `tfmot_baseline.py`).\n\n"
-            + "\n".join(lines))
+            f"{_min_ratio(r):.3f} | {r.get('rounds', '-')} |"
+        )
+    return (
+        "Training-step overhead of the pruning wrapper and its callbacks, A/B interleaved "
+        "in one process (`benchmarks/overhead.py`; tfmot's own in `tfmot_baseline.py`).\n\n"
+        + "\n".join(lines)
+    )
 
 
 def render() -> str:

@@ -14,7 +14,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert blocks, "README.md has no python example"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert (tmp_path / "fashion_1x16.tflite").stat().st_size > 0
     final = namespace["final"]
     zeros = (final.get_layer("conv3").kernel.numpy() == 0).mean()

@@ -3,9 +3,9 @@
 A structure answers one question: which weights of a kernel form one prunable
 unit (a *block*). It maps a kernel to a grid of blocks (``to_blocks``) or of
 block scores (``reduce``), a grid mask back to the kernel's shape (``expand``),
-and chooses the kept blocks of one layer for a target sparsity (``select``). How important a block is comes from
-:mod:`tf_sparse_prune.scoring`; when and how much to prune from
-:mod:`tf_sparse_prune.schedules`.
+and chooses the kept blocks of one layer for a target sparsity (``select``).
+How important a block is comes from :mod:`tf_sparse_prune.scoring`; when and
+how much to prune from :mod:`tf_sparse_prune.schedules`.
 
 Every kernel is first seen in a canonical ``(taps, C_in, C_out)`` view, a pure
 reshape (no transpose) of the Keras layouts (SPEC §1):
