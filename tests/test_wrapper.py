@@ -164,3 +164,28 @@ def test_a_custom_layer_without_the_protocol_is_reported_unsupported():
 
     with pytest.raises(UnsupportedLayerError, match="get_prunable_weights"):
         tsp.PruneWrapper(Plain(name="p"), tsp.Magnitude(0.5))
+
+
+@pytest.mark.parametrize("builder", ["resnet20", "mobilenet_v2_small"])
+def test_zoo_models_with_residual_adds_prune_and_strip_to_the_same_outputs(builder):
+    model = getattr(tsp.models, builder)()
+    pruner = tsp.Magnitude(0.5, tsp.OneByN(16))
+    pruned = tsp.prune_model(model, pruner)
+    wrappers = collect_wrappers(pruned)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(wrappers) >= len(convs) // 2
+    pruner.update_masks(wrappers, 0.5)
+    x = np.random.default_rng(0).random((2, *model.input_shape[1:])).astype("float32")
+    final = tsp.strip_pruning(pruned)
+    np.testing.assert_allclose(
+        final.predict(x, verbose=0), pruned.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )
+    expected = {r.layer: r.sparsity for r in tsp.sparsity_report(pruned) if r.pruned}
+    stripped = {r.layer: r for r in tsp.sparsity_report(final) if r.pruned}
+    assert sorted(stripped) == sorted(expected)
+    for w in wrappers:
+        name, blocks = w.layer.name, int(np.prod(w.masks[0].shape))
+        assert stripped[name].sparsity == pytest.approx(expected[name])
+        assert stripped[name].structure in ("1x16", "1x32")  # zeros form 1x16 blocks
+        # exact up to one block, whatever the layer's block count
+        assert abs(expected[name] - 0.5) <= 0.5 / blocks + 1e-9
