@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import keras
 
+from tf_sparse_prune.configurable import Configurable
+
 __all__ = ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
 
 
@@ -42,7 +44,7 @@ def _check_step(owner: str, name: str, value: int, allow_minus_one: bool = False
     return value
 
 
-class PruningSchedule:
+class PruningSchedule(Configurable):
     """Base class: ``schedule(step) -> (should_prune, sparsity)``."""
 
     begin_step: int
@@ -66,23 +68,6 @@ class PruningSchedule:
 
     def __call__(self, step: int) -> tuple[bool, float]:
         return self.should_prune(step), self.sparsity(step)
-
-    def get_config(self) -> dict:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config: dict) -> PruningSchedule:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="tf_sparse_prune")
@@ -194,3 +179,49 @@ class ConstantSparsity(PruningSchedule):
             "end_step": self.end_step,
             "frequency": self.frequency,
         }
+
+
+# ---- regrowth-rate decays (SUBP, SPEC §5) --------------------------------------------------
+# Each maps the progress p in [0, 1] of the pruning-regrowing stage to the fraction of the
+# initial regrowth factor delta_0 still in force; SUBP's delta_t = delta_0 * decay(p).
+
+REGROW_DECAYS: dict[str, Callable[[float], float]] = {
+    "cubic": lambda p: 1.0 - p**3,  # Eq. 6, the paper's default
+    "linear": lambda p: 1.0 - p,
+    "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "constant": lambda p: 1.0,
+}
+
+
+def get_regrow_decay(name: str, owner: str = "SUBP") -> Callable[[float], float]:
+    """The regrowth decay called ``name`` (a key of :data:`REGROW_DECAYS`).
+
+    Raises:
+        ValueError: for an unknown name; the message lists the valid ones.
+    """
+    if isinstance(name, str) and name in REGROW_DECAYS:
+        return REGROW_DECAYS[name]
+    raise ValueError(f"{owner}: regrow_decay={name!r} is unknown; valid: {sorted(REGROW_DECAYS)}")
+
+
+def regrow_factor(decay: str, initial: float, epoch: int, start: int, end: int) -> float:
+    """SUBP's regrowth factor ``delta_t = delta_0 * decay(clip((t - t_s) / (t_e - t_s), 0, 1))``.
+
+    Args:
+        decay: ``"cubic"`` (Eq. 6), ``"linear"``, ``"cosine"`` or ``"constant"``.
+        initial: ``delta_0``, the fraction of a row's blocks regrown at ``t_s``.
+        epoch: ``t``.
+        start: ``t_s``.
+        end: ``t_e`` (> ``t_s``).
+
+    Example:
+        >>> from tf_sparse_prune.schedules import regrow_factor
+        >>> [round(regrow_factor("cubic", 0.5, t, 0, 4), 4) for t in range(5)]
+        [0.5, 0.4922, 0.4375, 0.2891, 0.0]
+        >>> regrow_factor("constant", 0.5, 4, 0, 4)
+        0.5
+    """
+    if end <= start:
+        raise ValueError(f"regrow_factor: end={end} must be larger than start={start}")
+    progress = min(1.0, max(0.0, (epoch - start) / (end - start)))
+    return float(initial) * get_regrow_decay(decay)(progress)

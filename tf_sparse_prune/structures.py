@@ -33,6 +33,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from tf_sparse_prune.configurable import Configurable
+
 __all__ = [
     "NM",
     "Block",
@@ -78,7 +80,7 @@ def _check_positive_int(owner: str, name: str, value: object) -> int:
     return int(value)
 
 
-class Structure:
+class Structure(Configurable):
     """Base class of the pruning structures (strategy objects).
 
     Subclasses define the block grid of a canonical ``(T, I, O)`` kernel. The
@@ -156,24 +158,6 @@ class Structure:
             ``round(sparsity * total)`` without exceeding it by more than a block.
         """
         return select_by_weight_budget(scores, sparsity, sizes)
-
-    # -- keras serialization ----------------------------------------------------
-    def get_config(self) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict) -> Structure:
-        return cls(**config)
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def select_by_weight_budget(scores, sparsity: float, sizes=None) -> np.ndarray:
