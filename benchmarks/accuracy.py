@@ -39,11 +39,11 @@ RESULTS = HERE / "results"
 
 
 def _variants() -> dict[str, tuple[str, Callable | None]]:
-    """name -> (method label, factory returning (pruner, structure name, sparsity)) ."""
+    """name -> (method label, factory ``(schedule steps, epochs) -> pruner``)."""
     import tf_sparse_prune as tsp
 
     def magnitude(structure, sparsity):
-        def make(schedule):
+        def make(schedule, epochs=None):
             s = structure() if callable(structure) else structure
             target = s.fixed_sparsity() if s.fixed_sparsity() is not None else sparsity
             sched = tsp.PolynomialDecay(0.0, target, *schedule)
@@ -58,7 +58,7 @@ def _variants() -> dict[str, tuple[str, Callable | None]]:
     table["magnitude_unstructured_0.8"] = ("magnitude", magnitude(tsp.Unstructured, 0.8))
     table["magnitude_2:4"] = ("magnitude", magnitude(lambda: tsp.NM(2, 4), None))
 
-    def nm_oneshot(schedule):
+    def nm_oneshot(schedule, epochs=None):
         # tfmot's 2:4 semantics: the mask is fixed once, at the first step, from the
         # initial weights, whatever the schedule says (tfmot 0.8.1, checked).
         return tsp.Magnitude(
@@ -66,6 +66,35 @@ def _variants() -> dict[str, tuple[str, Callable | None]]:
         )
 
     table["magnitude_2:4_oneshot"] = ("magnitude", nm_oneshot)
+
+    # SUBP: masks rebuilt at the start of epochs 1..5 (recipe.regrow_epochs), the final
+    # hard mask from epoch 5 on, as the magnitude ramp; defaults otherwise (BPAR, lambda=1,
+    # tau=1, delta_0 = sparsity, cubic decay, importance-sampled regrowth, seed 0).
+    def subp(n, sparsity, **options):
+        def make(schedule, epochs=recipe.EPOCHS):
+            from tf_sparse_prune.algorithms.subp import SUBP
+
+            start, end = recipe.regrow_epochs(epochs)
+            return SUBP(sparsity, n=n, regrow_start_epoch=start, regrow_end_epoch=end, **options)
+
+        return make
+
+    for s in (0.5, 0.75, 0.9):
+        table[f"subp_1x16_{s}"] = ("subp", subp(16, s))
+    table["subp_1x32_0.75"] = ("subp", subp(32, 0.75))
+    # the supplementary Table 4 ablation, on 1x16 at 0.75 (the base above is importance
+    # regrowth, delta_0 = full, cubic decay)
+    for mode in ("random", "none"):
+        table[f"subp_1x16_0.75_regrow_{mode}"] = ("subp", subp(16, 0.75, regrow=mode))
+    for d0 in (0.1, 0.2, 0.3, 0.4):
+        table[f"subp_1x16_0.75_delta0_{d0}"] = ("subp", subp(16, 0.75, initial_regrow=d0))
+    for decay in ("linear", "cosine", "constant"):
+        table[f"subp_1x16_0.75_decay_{decay}"] = ("subp", subp(16, 0.75, regrow_decay=decay))
+    for criterion in ("l1", "l2"):
+        table[f"subp_1x16_0.75_criterion_{criterion}"] = (
+            "subp",
+            subp(16, 0.75, criterion=criterion),
+        )
     return table
 
 
@@ -122,7 +151,7 @@ def run_variant(name, factory, data, epochs, train_size, seed, verbose):
     model = tsp.models.fashion_cnn()
     pruner, callbacks = None, []
     if factory is not None:
-        pruner = factory(recipe.prune_steps(train_size, epochs=epochs))
+        pruner = factory(recipe.prune_steps(train_size, epochs=epochs), epochs)
         model = tsp.prune_model(
             model, pruner, layers=lambda layer: layer.name not in recipe.DENSE_LAYERS
         )

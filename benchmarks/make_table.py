@@ -20,9 +20,11 @@ README = HERE.parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def _load(name: str) -> list[dict]:
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.exists() else []
+def _load(pattern: str) -> list[dict]:
+    rows = []
+    for path in sorted(RESULTS.glob(pattern)):
+        rows.extend(json.loads(path.read_text()))
+    return rows
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
@@ -34,7 +36,7 @@ def _fmt(values: list[float], digits: int = 4) -> str:
 
 
 def accuracy_table() -> str:
-    rows = [r for r in _load("accuracy.json") + _load("tfmot_baseline.json") if "val_acc" in r]
+    rows = [r for r in _load("accuracy*.json") + _load("tfmot_baseline*.json") if "val_acc" in r]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         label = r.get("variant") or f"{r['method']}_{r['structure']}"

@@ -47,3 +47,18 @@ def prune_steps(
     frequency = max(1, ramp // updates)
     end = begin + frequency * max(1, ramp // frequency)
     return begin, end, frequency
+
+
+def regrow_epochs(epochs: int = EPOCHS) -> tuple[int, int]:
+    """(regrow_start_epoch, regrow_end_epoch) of SUBP matching the magnitude ramp.
+
+    SUBP rebuilds its masks at the start of epochs ``t_s < t <= t_e`` (Keras's 0-based
+    epochs), so ``t_s = PRUNE_BEGIN_EPOCH - 1`` and ``t_e = PRUNE_END_EPOCH`` put its
+    first mask at the start of epoch 1 and its final hard mask at the start of epoch 5,
+    where the magnitude ramp begins and ends; scaled like ``prune_steps`` for other
+    run lengths (``t_e > t_s`` always).
+    """
+    scale = epochs / EPOCHS
+    start = max(0, round(PRUNE_BEGIN_EPOCH * scale) - 1)
+    end = max(start + 1, round(PRUNE_END_EPOCH * scale))
+    return start, end

@@ -68,4 +68,62 @@ def masks_of(model) -> dict[str, np.ndarray]:
     """name -> numpy grid mask of every wrapper in the model."""
     from tf_sparse_prune.wrappers import collect_wrappers
 
-    return {w.layer.name: keras.ops.convert_to_numpy(w.masks[0]) for w in collect_wrappers(model)}
+    return {w.layer.name: w.masks[0].numpy() for w in collect_wrappers(model)}
+
+
+def _sublayer(model, path: str):
+    """The layer at ``path`` (``"nested_model/layer"`` for nested models)."""
+    layer = model
+    for part in path.split("/"):
+        layer = layer.get_layer(part)
+    return layer
+
+
+def masked_output(model, graph, removal, x) -> np.ndarray:
+    """``model(x)`` with the removed channels masked: their consumers' input rows zeroed.
+
+    The reference that channel surgery must reproduce: every weight slice with role
+    ``"input"`` (kernel rows of Conv/Dense/SeparableConv pointwise that read a channel) is
+    zeroed for the removed channels, so those channels contribute nothing downstream. The
+    model's weights are restored afterwards.
+    """
+    saved = [w.numpy().copy() for w in model.weights]
+    try:
+        for gid, channels in removal.items():
+            for s in graph.groups[gid].slices:
+                if s.role != "input":
+                    continue
+                var = next(w for w in _sublayer(model, s.layer).weights if w.name == s.weight)
+                value = var.numpy()
+                index = [slice(None)] * value.ndim
+                index[s.axis] = s.indices(channels)
+                value[tuple(index)] = 0
+                var.assign(value)
+        return keras.ops.convert_to_numpy(model(x, training=False))
+    finally:
+        for w, v in zip(model.weights, saved):
+            w.assign(v)
+
+
+def randomize_batchnorm(model, seed=0) -> None:
+    """Gives every BatchNormalization non-trivial gamma, beta and moving statistics."""
+    rng = np.random.default_rng(seed)
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n),
+                    rng.normal(0, 0.5, n),
+                    rng.normal(0, 0.5, n),
+                    rng.uniform(0.5, 1.5, n),
+                ]
+            )
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer

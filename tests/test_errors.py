@@ -29,7 +29,9 @@ def test_schedule_and_sparsity_must_agree():
 def test_unknown_scope_and_criterion_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"scope='model' is invalid; valid: \['layer', 'global'\]"):
         tsp.Magnitude(0.5, scope="model")
-    with pytest.raises(ValueError, match=r"criterion='l3' is unknown; valid: \['l1', 'l2'\]"):
+    with pytest.raises(
+        ValueError, match=r"criterion='l3' is unknown; valid: \['bpar', 'l1', 'l2'\]"
+    ):
         tsp.Magnitude(0.5, criterion="l3")
     with pytest.raises(ValueError, match="cannot be ranked globally"):
         tsp.Magnitude(structure=tsp.NM(2, 4), scope="global")

@@ -25,6 +25,20 @@ EXAMPLES = {
         criterion="l1",
         schedule=tsp.PolynomialDecay(0.0, 0.7, 1, 9, 2),
     ),
+    "BPAR": lambda: tsp.scoring.BPAR(balance=0.5),
+    "SUBP": lambda: tsp.SUBP(
+        0.6,
+        n=8,
+        balance=0.5,
+        sampling_temperature=2.0,
+        regrow_start_epoch=2,
+        regrow_end_epoch=9,
+        initial_regrow=0.3,
+        regrow_decay="cosine",
+        regrow="random",
+        seed=3,
+        pad=True,
+    ),
     "PruneWrapper": lambda: tsp.PruneWrapper(
         keras.layers.Dense(16, name="d"), tsp.Magnitude(0.5, tsp.OneByN(8))
     ),

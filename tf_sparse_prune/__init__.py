@@ -14,7 +14,7 @@ Example:
 """
 
 from tf_sparse_prune import models, modeltools, prunable, schedules, scoring, structures
-from tf_sparse_prune.algorithms import Magnitude, PruningAlgorithm
+from tf_sparse_prune.algorithms import SUBP, Magnitude, PruningAlgorithm
 from tf_sparse_prune.callbacks import PruningCallback
 from tf_sparse_prune.datasets import load_fashion_mnist
 from tf_sparse_prune.export import (
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NM",
+    "SUBP",
     "Block",
     "ConstantSparsity",
     "LayerSparsity",

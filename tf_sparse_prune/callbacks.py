@@ -75,7 +75,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.wrappers = attach(self.algorithm, self.model)
-        self.step = int(keras.ops.convert_to_numpy(self.wrappers[0].pruning_step))
+        self.step = int(self.wrappers[0].pruning_step.numpy())
         self.algorithm.on_train_begin(self.wrappers, dict(self.params or {}))
 
     def on_train_batch_begin(self, batch, logs=None):

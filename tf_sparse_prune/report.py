@@ -145,7 +145,7 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
                 continue
         else:
             kernels = prunable_weights(layer)
-        arrays = [keras.ops.convert_to_numpy(k) for k, _ in kernels]
+        arrays = [k.numpy() for k, _ in kernels]
         sparsity, n = _zero_fraction(arrays)
         structure = "-"
         if algorithm is not None:

@@ -17,11 +17,21 @@ Example:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import keras
 
 from tf_sparse_prune.configurable import Configurable
 
-__all__ = ["ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
+__all__ = [
+    "REGROW_DECAYS",
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PruningSchedule",
+    "get_regrow_decay",
+    "regrow_factor",
+]
 
 
 def _check_fraction(owner: str, name: str, value: float) -> float:

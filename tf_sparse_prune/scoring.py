@@ -118,8 +118,8 @@ class BPAR(Scorer):
         chunk = max(1, self.max_elements // max(c * c, 1))
         for start in range(0, b.shape[0], chunk):
             u = unit[start : start + chunk]
-            cos = np.abs(np.matmul(u, np.swapaxes(u, -1, -2)))  # (chunk, C, C)
-            cos_sum[start : start + chunk] = cos.sum(-1, dtype=np.float64)
+            cos = np.matmul(u, np.ascontiguousarray(np.swapaxes(u, -1, -2)))  # (chunk, C, C)
+            cos_sum[start : start + chunk] = np.abs(cos, out=cos).sum(-1)
         cos_sum[norm == 0] = 0.0  # a zero block: cosine 0 (also with itself)
         total = cos_sum.sum(-1, keepdims=True)
         c_hat = np.divide(cos_sum, total, out=np.ones_like(cos_sum), where=total > 0)
@@ -128,18 +128,13 @@ class BPAR(Scorer):
 
     def comparable(self, scores, sizes):
         raise NotImplementedError(
-            "BPAR scores are relative to their row (they sum to 1 - balance over a row) and "
-            "cannot be ranked across layers; use it per layer (SUBP, or scope='layer')"
+            "BPAR scores are relative to their row (shares of the row's L1 mass and "
+            "redundancy) and cannot be ranked across layers; use it per layer (SUBP, or "
+            "scope='layer')"
         )
 
     def get_config(self) -> dict:
         return {"balance": self.balance}
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.balance))
-
-    def __repr__(self) -> str:
-        return f"BPAR(balance={self.balance!r})"
 
 
 _BY_NAME = {"l2": L2Norm, "l1": L1Norm, "bpar": BPAR}

@@ -116,7 +116,7 @@ class PruneWrapper(keras.layers.Wrapper):
     def expanded_mask_numpy(self, index: int = 0) -> np.ndarray:
         """The kernel-shaped mask of kernel ``index`` as a numpy array."""
         var, depthwise = self._targets[index]
-        grid = keras.ops.convert_to_numpy(self.masks[index])
+        grid = self.masks[index].numpy()
         return np.asarray(self.structure.expand(grid, tuple(var.shape), depthwise))
 
     def set_mask(self, index: int, grid_mask: np.ndarray) -> None:

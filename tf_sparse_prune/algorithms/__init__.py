@@ -2,5 +2,6 @@
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.algorithms.magnitude import Magnitude
+from tf_sparse_prune.algorithms.subp import SUBP
 
-__all__ = ["Magnitude", "PruningAlgorithm"]
+__all__ = ["SUBP", "Magnitude", "PruningAlgorithm"]

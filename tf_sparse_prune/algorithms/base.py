@@ -82,7 +82,7 @@ class PruningAlgorithm:
 
     def final_kernel(self, wrapper: PruneWrapper, index: int) -> np.ndarray:
         """The kernel ``strip_pruning`` keeps: exact (+0.0) zeros where masked."""
-        kernel = keras.ops.convert_to_numpy(wrapper.targets[index][0])
+        kernel = wrapper.targets[index][0].numpy()
         mask = np.asarray(wrapper.expanded_mask_numpy(index))
         return np.where(mask != 0, kernel, np.zeros_like(kernel))
 

@@ -128,7 +128,7 @@ class Magnitude(PruningAlgorithm):
     # ---- masks ----------------------------------------------------------------------
     def _block_scores(self, wrapper, index):
         var, depthwise = wrapper.targets[index]
-        kernel = keras.ops.convert_to_numpy(var)
+        kernel = var.numpy()
         effective = kernel * wrapper.expanded_mask_numpy(index)
         scores = wrapper.structure.reduce(effective, depthwise, self.scorer)
         sizes = wrapper.structure.block_sizes(kernel.shape, depthwise)
@@ -153,7 +153,7 @@ class Magnitude(PruningAlgorithm):
         for (w, i), mask in zip(items, masks, strict=True):
             w.set_mask(i, mask)
             var, _ = w.targets[i]
-            kernel = keras.ops.convert_to_numpy(var)
+            kernel = var.numpy()
             var.assign(np.where(w.expanded_mask_numpy(i) != 0, kernel, np.zeros_like(kernel)))
 
     def _select_global(self, scored, sparsity):

@@ -56,10 +56,7 @@ def strip_pruning(model: keras.Model) -> keras.Model:
             for i, (var, _) in enumerate(wrapper.targets)
         }
         new.set_weights(
-            [
-                finals.get(id(v)) if id(v) in finals else keras.ops.convert_to_numpy(v)
-                for v in wrapper.layer.weights
-            ]
+            [finals.get(id(v)) if id(v) in finals else v.numpy() for v in wrapper.layer.weights]
         )
 
     return clone_layers(model, replace, copy_weights)

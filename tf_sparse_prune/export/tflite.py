@@ -121,7 +121,7 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
         if why_not_prunable(layer) is not None:
             continue
         for var, _ in prunable_weights(layer):
-            kernel = tflite_layout(keras.ops.convert_to_numpy(var), layer)
+            kernel = tflite_layout(var.numpy(), layer)
             zeros = kernel == 0
             if not zeros.any():
                 continue

@@ -1,0 +1,114 @@
+"""Physical channel removal: a new, smaller Keras model with the surviving weights copied.
+
+What the smaller model computes. Removing channels of a group is exact: the smaller model's
+output equals the *masked* original, the original model with every consumer input row of
+the removed channels set to zero (the kernel rows of the Conv/Dense/SeparableConv layers that
+read them, including the strided rows after a ``Flatten``). That is the model in which the
+removed channels still exist but contribute nothing downstream. Zeroing the producer's
+filters instead would not do: a BatchNorm after it still emits ``beta`` (and a bias its
+value) on those channels, and that reaches the next layer. The two coincide only when the
+removed channels are exactly zero where they leave the group.
+
+Example:
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((6, 6, 3))
+    >>> x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    >>> x = keras.layers.BatchNormalization(name="bn")(x)
+    >>> outputs = keras.layers.Dense(2, name="fc")(keras.layers.GlobalAveragePooling2D()(x))
+    >>> model = keras.Model(inputs, outputs)
+    >>> from tf_sparse_prune.graph import DependencyGraph
+    >>> group = DependencyGraph(model).group_of("conv")
+    >>> small = remove_channels(model, {group.id: [0, 5, 7]})
+    >>> small.get_layer("conv").filters, small.get_layer("fc").kernel.shape
+    (5, (5, 2))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from tf_sparse_prune.graph._walk import check_graph_model
+from tf_sparse_prune.graph.dependency import DependencyGraph
+from tf_sparse_prune.modeltools import clone_layers
+
+__all__ = ["remove_channels"]
+
+
+def remove_channels(
+    model: keras.Model,
+    removal: Mapping[int, Sequence[int]],
+    *,
+    graph: DependencyGraph | None = None,
+) -> keras.Model:
+    """Builds a new model without the given channels, copying every surviving weight.
+
+    Every layer touched by a removed channel is rebuilt from its config with new ``filters``
+    / ``units`` (``Reshape`` gets a new ``target_shape``), and its weights are the kept
+    slices of the original's: kernels on their output and input axes, biases, BatchNorm
+    gamma/beta/moving statistics, depthwise channels, LayerNorm and PReLU parameters, the
+    strided input rows of a ``Dense`` after a ``Flatten``. Untouched layers are plain copies.
+    Layer names, nesting and sharing are kept; the original model is not modified.
+
+    Args:
+        model: A built Sequential or functional model.
+        removal: ``{group id: channel indices to remove}``; ids and indices as in
+            ``DependencyGraph(model).groups`` (an empty mapping gives a plain copy).
+        graph: The model's :class:`DependencyGraph` if already built (e.g. with
+            ``allow_layernorm=True``); built here otherwise.
+
+    Returns:
+        The smaller model. Its output equals the original's with the removed channels
+        masked (see the module docstring).
+
+    Raises:
+        TypeError: for a subclassed model (channels can be masked there, not removed),
+            or a removal that is not a ``{int: indices}`` mapping.
+        ValueError: for an unknown or unprunable group, an index out of range, a removal of
+            every channel of a group, or a graph built for another model; the message names
+            the group, its producer layers and what is valid.
+
+    Example:
+        >>> import keras
+        >>> from tf_sparse_prune.models import resnet20
+        >>> model = resnet20()
+        >>> graph = DependencyGraph(model)
+        >>> stage3 = graph.group_of("s3b1_proj").id
+        >>> small = remove_channels(model, {stage3: range(32)}, graph=graph)
+        >>> small.get_layer("s3b3_add").output.shape, small.get_layer("classifier").kernel.shape
+        ((None, 8, 8, 32), (32, 10))
+    """
+    check_graph_model(model, "remove_channels")
+    if graph is None:
+        graph = DependencyGraph(model)
+    elif graph.model is not model:
+        raise ValueError(
+            f"graph was built for model {graph.model.name!r}, not for {model.name!r}; "
+            "pass the DependencyGraph of this model (or none)"
+        )
+    plan = graph._plan(removal)
+
+    def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if id(layer) not in plan:
+            return None
+        updates, _ = plan[id(layer)]
+        config = layer.get_config()
+        for key, kept in updates.items():
+            if key == "target_shape":
+                target = tuple(config["target_shape"])
+                config[key] = target[:-1] + (kept,)
+            else:
+                config[key] = kept
+        return layer.__class__.from_config(config)
+
+    def copy_weights(original: keras.layers.Layer, new: keras.layers.Layer) -> None:
+        _, cuts = plan[id(original)]
+        weights = original.get_weights()
+        for wi, axes in cuts.items():
+            for axis, keep in axes:
+                weights[wi] = np.take(weights[wi], keep, axis=axis)
+        new.set_weights(weights)
+
+    return clone_layers(model, replace, copy_weights)
