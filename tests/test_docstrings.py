@@ -11,7 +11,7 @@ import tf_sparse_prune
 MODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(tf_sparse_prune.__path__, "tf_sparse_prune.")
-    if not m.name.endswith(("bench_cli", "delegate"))  # need the native library; tested apart
+    if not m.name.endswith("bench_cli")
 )
 
 

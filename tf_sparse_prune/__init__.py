@@ -18,8 +18,11 @@ from tf_sparse_prune.algorithms import SUBP, Magnitude, PruningAlgorithm
 from tf_sparse_prune.callbacks import PruningCallback
 from tf_sparse_prune.datasets import load_fashion_mnist
 from tf_sparse_prune.export import (
+    DelegationReport,
+    SparseInterpreter,
     TFLiteSparsityCheck,
     check_tflite_sparsity,
+    delegated_nodes,
     export_tflite,
     strip_pruning,
 )
@@ -36,6 +39,7 @@ __all__ = [
     "SUBP",
     "Block",
     "ConstantSparsity",
+    "DelegationReport",
     "LayerSparsity",
     "Magnitude",
     "OneByN",
@@ -45,11 +49,13 @@ __all__ = [
     "PruningAlgorithm",
     "PruningCallback",
     "PruningSchedule",
+    "SparseInterpreter",
     "SparsityReport",
     "Structure",
     "TFLiteSparsityCheck",
     "Unstructured",
     "check_tflite_sparsity",
+    "delegated_nodes",
     "export_tflite",
     "get_pruner",
     "load_fashion_mnist",

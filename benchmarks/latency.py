@@ -1,0 +1,457 @@
+"""Latency of the 1xN block-sparse TFLite delegate against stock TFLite/XNNPACK.
+
+Sections (each writes ``benchmarks/results/latency_<section>.json``):
+
+* ``models``: Keras ResNet-50 and MobileNetV2 (``weights=None``, 224x224, batch 1)
+  with every 1x1/3x3 Conv2D except the stem pruned 1x16 by block magnitude
+  (L2 norm of each 16 x kh x kw block; layers whose C_out is not a multiple of 16
+  stay dense and are listed), at the given sparsities.
+* ``layers``: single Conv2D layers with the shapes of ResNet-50's stages, 1x16 at
+  the given sparsities: per-layer GFLOP/s of XNNPACK (dense) and of the delegate
+  (on kept MACs).
+* ``subp``: the SUBP supplement's Figure 5 set-up: ResNet-18-shaped 3x3 layers
+  (224x224 input, batch 4), uniform 1xN (every row of N output channels keeps the
+  same number of input channels) vs non-uniform 1xN (one magnitude ranking per
+  layer; the dense weights get a log-normal per-output-channel scale so rows
+  differ, as in trained networks) vs dense, N in {4, 8, 16, 32}, sparsity
+  0.5-0.9, 1 and 2 threads.
+
+Every measurement is A/B interleaved in one process (stock, delegate, stock, ...)
+after warm-up, and reports medians of ``--runs`` invocations, the ratio, and the
+FLOP-limit ratio (dense FLOPs / FLOPs left after pruning). The machine's load
+average is recorded: on a shared machine the absolute numbers move, the
+interleaved ratios much less.
+
+Example:
+    .venv/bin/python benchmarks/latency.py --sections layers --runs 30
+    .venv/bin/python benchmarks/latency.py --sections models --models resnet50 \
+        --sparsities 0.8 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = RESULTS / "tmp"
+
+
+# ---- pruning ---------------------------------------------------------------------------
+
+
+def prune_1xn(kernel: np.ndarray, n: int, sparsity: float, uniform: bool = False) -> np.ndarray:
+    """Zeros the lowest-L2 1xN blocks of a Keras kernel (kh, kw, C_in, C_out).
+
+    Args:
+        kernel: The kernel; C_out must be a multiple of n.
+        n: Block width (output channels per block).
+        sparsity: Fraction of blocks to zero.
+        uniform: Rank within each row (group of n output channels) so every row
+            keeps the same number of blocks; otherwise one ranking per layer.
+
+    Returns:
+        The pruned kernel (float32).
+    """
+    k = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])  # (taps, cin, cout)
+    taps, cin, cout = k.shape
+    if cout % n:
+        raise ValueError(f"C_out={cout} is not a multiple of n={n}")
+    norms = np.sqrt((k.reshape(taps, cin, cout // n, n) ** 2).sum(axis=(0, 3)))  # (cin, rows)
+    if uniform:
+        drop = round(sparsity * cin)
+        keep = np.ones_like(norms, dtype=bool)
+        order = np.argsort(norms, axis=0, kind="stable")[:drop]  # per row
+        np.put_along_axis(keep, order, False, axis=0)
+    else:
+        drop = round(sparsity * norms.size)
+        keep = np.ones(norms.size, dtype=bool)
+        keep[np.argsort(norms.ravel(), kind="stable")[:drop]] = False
+        keep = keep.reshape(norms.shape)
+    mask = np.repeat(keep, n, axis=1)  # (cin, cout)
+    return (kernel * mask).astype(np.float32)
+
+
+def prune_plan(model: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The Conv2D layers to prune 1x16 (every 1x1/3x3 one but the stem whose
+    C_out is a multiple of 16) and a summary of those left dense."""
+    import keras
+
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
+    pruned, skipped = [], []
+    for layer in convs[1:]:
+        shape = tuple(layer.kernel.shape)
+        if shape[0] not in (1, 3) or shape[-1] % 16:
+            skipped.append(f"{layer.name} {shape}")
+        else:
+            pruned.append(layer)
+    info = {"pruned_layers": len(pruned), "dense_layers": [f"{convs[0].name} (stem)", *skipped]}
+    return pruned, info
+
+
+def prune_model_1x16(model: Any, sparsity: float) -> dict[str, Any]:
+    """Prunes the layers of :func:`prune_plan` 1x16 by block magnitude, in place."""
+    layers, info = prune_plan(model)
+    for layer in layers:
+        layer.kernel.assign(prune_1xn(layer.kernel.numpy(), 16, sparsity))
+    return info
+
+
+# ---- conversion and FLOPs ----------------------------------------------------------------
+
+
+def convert_keras(model: Any) -> bytes:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def conv_flatbuffer(
+    batch: int, h: int, cin: int, kernel: np.ndarray, stride: int = 1, bias: bool = True
+) -> bytes:
+    """A one-CONV_2D TFLite model (SAME padding, fused bias) from a tf.function."""
+    import tensorflow as tf
+
+    w = tf.constant(kernel)
+    b = tf.constant(np.linspace(-0.1, 0.1, kernel.shape[-1]).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, h, h, cin], tf.float32)])
+    def f(x):
+        y = tf.nn.conv2d(x, w, stride, "SAME")
+        return y + b if bias else y
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], None)
+    return conv.convert()
+
+
+def tflite_conv_flops(flat: bytes) -> tuple[float, float]:
+    """(dense FLOPs, FLOPs left after 1xN-zero pruning) of the CONV_2D / FC nodes.
+
+    Counts every multiply-add of a weight that is not zero as 2 FLOPs (for the
+    pruned count) and of every weight (dense); output sizes come from the model.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    dense = kept = 0.0
+    for op in interp._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            continue
+        w = interp.get_tensor(int(op["inputs"][1]))
+        out = interp.get_tensor_details()[int(op["outputs"][0])]["shape"]
+        if op["op_name"] == "DEPTHWISE_CONV_2D":
+            pixels = int(np.prod(out[:-1]))
+            dense += 2.0 * pixels * w.size
+            kept += 2.0 * pixels * np.count_nonzero(w)
+            continue
+        pixels = int(np.prod(out[:-1]))
+        dense += 2.0 * pixels * w.size
+        kept += 2.0 * pixels * np.count_nonzero(w)
+    return dense, kept
+
+
+# ---- measurement -------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import importlib.metadata
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from tf_sparse_prune.export.delegate import available_isas
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "ai_edge_litert": importlib.metadata.version("ai-edge-litert"),
+        "delegate_isas": available_isas(),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    from tf_sparse_prune.export.bench_cli import compare_latency
+
+    load_before = os.getloadavg()[0]
+    r = compare_latency(
+        flat,
+        threads=threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        min_sparsity=args.min_sparsity,
+        width_aware=args.width_aware,
+        **kw,
+    )
+    return {
+        "threads": threads,
+        "xnnpack_ms": round(r.dense_ms, 4),
+        "delegate_ms": round(r.sparse_ms, 4),
+        "ratio": round(r.speedup, 3),
+        "claimed_nodes": len(r.claimed),
+        "declined_nodes": len(r.declined),
+        "isa": r.isa,
+        "max_rel_diff": r.max_rel_diff,
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def write(section: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"latency_{section}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+    return path
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---- sections ----------------------------------------------------------------------------
+
+
+def bench_models(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+
+    builders = {
+        "resnet50": keras.applications.ResNet50,
+        "mobilenetv2": keras.applications.MobileNetV2,
+    }
+    rows = []
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        keras.utils.set_random_seed(0)
+        _, info = prune_plan(builders[name](weights=None, input_shape=(224, 224, 3)))
+        keras.backend.clear_session()
+        for sparsity in args.sparsities:
+            cached = CACHE / f"{name}_1x16_{sparsity:.2f}.tflite"
+            if cached.is_file():
+                flat = cached.read_bytes()
+            else:
+                keras.utils.set_random_seed(0)
+                model = builders[name](weights=None, input_shape=(224, 224, 3))
+                prune_model_1x16(model, sparsity)
+                flat = convert_keras(model)
+                cached.write_bytes(flat)
+                keras.backend.clear_session()
+            dense_flops, kept_flops = tflite_conv_flops(flat)
+            for threads in args.threads:
+                m = measure(flat, threads, args)
+                row = {
+                    "model": name,
+                    "pattern": "1x16",
+                    "sparsity": sparsity,
+                    **info,
+                    **m,
+                    "dense_gflop": round(dense_flops * 1e-9, 3),
+                    "kept_gflop": round(kept_flops * 1e-9, 3),
+                    "flop_limit_ratio": round(dense_flops / kept_flops, 3),
+                }
+                rows.append(row)
+                log(
+                    f"{name} s={sparsity} t={threads}: xnnpack {m['xnnpack_ms']:.2f} ms, "
+                    f"delegate {m['delegate_ms']:.2f} ms, ratio {m['ratio']:.2f} "
+                    f"(FLOP limit {row['flop_limit_ratio']:.2f}), {m['claimed_nodes']} claimed"
+                )
+    return {"rows": rows}
+
+
+# (name, input H=W, C_in, C_out, kernel, stride) from ResNet-50's stages.
+RESNET50_LAYERS = [
+    ("conv2_1x1_reduce", 56, 256, 64, 1, 1),
+    ("conv2_3x3", 56, 64, 64, 3, 1),
+    ("conv2_1x1_expand", 56, 64, 256, 1, 1),
+    ("conv3_1x1_reduce", 28, 512, 128, 1, 1),
+    ("conv3_3x3", 28, 128, 128, 3, 1),
+    ("conv3_1x1_expand", 28, 128, 512, 1, 1),
+    ("conv4_1x1_reduce", 14, 1024, 256, 1, 1),
+    ("conv4_3x3", 14, 256, 256, 3, 1),
+    ("conv4_1x1_expand", 14, 256, 1024, 1, 1),
+    ("conv5_1x1_reduce", 7, 2048, 512, 1, 1),
+    ("conv5_3x3", 7, 512, 512, 3, 1),
+    ("conv5_1x1_expand", 7, 512, 2048, 1, 1),
+]
+
+
+def _layer_row(
+    flat: bytes, threads: int, args: argparse.Namespace, dense_flops: float, kept_flops: float
+) -> dict[str, Any]:
+    m = measure(flat, threads, args)
+    xnn_gflops = dense_flops / (m["xnnpack_ms"] * 1e-3) * 1e-9
+    del_gflops = kept_flops / (m["delegate_ms"] * 1e-3) * 1e-9
+    return {
+        **m,
+        "flop_limit_ratio": round(dense_flops / max(kept_flops, 1.0), 3),
+        "xnnpack_gflops": round(xnn_gflops, 1),
+        "delegate_kept_gflops": round(del_gflops, 1),
+        "kept_gflops_over_xnnpack": round(del_gflops / xnn_gflops, 3),
+    }
+
+
+def bench_layers(args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, h, cin, cout, k, stride in RESNET50_LAYERS:
+        if args.layers and name not in args.layers:
+            continue
+        base = rng.standard_normal((k, k, cin, cout)).astype(np.float32) * 0.05
+        for sparsity in args.sparsities:
+            kernel = prune_1xn(base, 16, sparsity)
+            flat = conv_flatbuffer(1, h, cin, kernel, stride)
+            pixels = (h // stride) ** 2
+            dense_flops = 2.0 * pixels * base.size
+            kept_flops = 2.0 * pixels * np.count_nonzero(kernel)
+            for threads in args.threads:
+                row = {
+                    "layer": name,
+                    "input": [1, h, h, cin],
+                    "kernel": [k, k, cin, cout],
+                    "pattern": "1x16",
+                    "sparsity": sparsity,
+                    **_layer_row(flat, threads, args, dense_flops, kept_flops),
+                }
+                rows.append(row)
+                log(
+                    f"{name} s={sparsity} t={threads}: xnnpack {row['xnnpack_ms']:.3f} ms "
+                    f"({row['xnnpack_gflops']} GFLOP/s), delegate {row['delegate_ms']:.3f} ms "
+                    f"({row['delegate_kept_gflops']} GFLOP/s kept), ratio {row['ratio']:.2f} / "
+                    f"limit {row['flop_limit_ratio']:.2f}"
+                )
+    return {"rows": rows}
+
+
+# ResNet-18's 3x3 layer shapes at a 224x224 input: (name, H=W, channels).
+RESNET18_LAYERS = [
+    ("layer1_3x3", 56, 64),
+    ("layer2_3x3", 28, 128),
+    ("layer3_3x3", 14, 256),
+    ("layer4_3x3", 7, 512),
+]
+
+
+def bench_subp(args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    rows = []
+    batch = 4
+    for name, h, c in RESNET18_LAYERS[: args.subp_layers]:
+        # Per-output-channel scales make the block norms of rows differ.
+        scale = np.exp(rng.normal(0.0, 0.5, size=c)).astype(np.float32)
+        base = rng.standard_normal((3, 3, c, c)).astype(np.float32) * 0.05 * scale
+        pixels = batch * h * h
+        dense_flops = 2.0 * pixels * base.size
+        configs: list[tuple[str, int, float]] = [("dense", 0, 0.0)]
+        for n in args.block_sizes:
+            for sparsity in args.sparsities:
+                configs += [("uniform", n, sparsity), ("non-uniform", n, sparsity)]
+        for pattern, n, sparsity in configs:
+            kernel = (
+                base
+                if pattern == "dense"
+                else prune_1xn(base, n, sparsity, uniform=pattern == "uniform")
+            )
+            flat = conv_flatbuffer(batch, h, c, kernel)
+            kept_flops = 2.0 * pixels * np.count_nonzero(kernel)
+            rows_kept = (kernel.reshape(-1, c, c // max(n, 1), max(n, 1)) != 0).any(axis=(0, 3))
+            for threads in args.threads:
+                row = {
+                    "layer": name,
+                    "input": [batch, h, h, c],
+                    "kernel": [3, 3, c, c],
+                    "pattern": pattern,
+                    "n": n,
+                    "sparsity": sparsity,
+                    "row_kept_min_max": (
+                        [int(rows_kept.sum(0).min()), int(rows_kept.sum(0).max())] if n else None
+                    ),
+                    **_layer_row(flat, threads, args, dense_flops, kept_flops),
+                }
+                rows.append(row)
+                log(
+                    f"{name} {pattern} 1x{n} s={sparsity} t={threads}: ratio {row['ratio']:.2f} "
+                    f"(limit {row['flop_limit_ratio']:.2f}), delegate "
+                    f"{row['delegate_kept_gflops']} GFLOP/s kept, {row['claimed_nodes']} claimed"
+                )
+    return {"rows": rows, "batch": batch}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--sections", nargs="+", default=["layers"], choices=["models", "layers", "subp"]
+    )
+    p.add_argument("--models", nargs="+", default=["resnet50", "mobilenetv2"])
+    p.add_argument("--sparsities", type=float, nargs="+", default=None)
+    p.add_argument("--block-sizes", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--min-sparsity", type=float, default=None)
+    p.add_argument("--subp-layers", type=int, default=len(RESNET18_LAYERS))
+    p.add_argument("--layers", nargs="+", default=None, help="subset of the ResNet-50 layers")
+    p.add_argument("--tag", default="", help="suffix of the JSON file names")
+    args = p.parse_args(argv)
+    if args.runs < 30:
+        print("note: fewer than 30 runs; the issue asks for medians of >= 30", file=sys.stderr)
+    sections = {"models": bench_models, "layers": bench_layers, "subp": bench_subp}
+    default_sparsities = {
+        "models": [0.5, 0.7, 0.8, 0.9],
+        "layers": [0.5, 0.7, 0.8, 0.9],
+        "subp": [0.5, 0.6, 0.7, 0.8, 0.9],
+    }
+    for section in args.sections:
+        sub = argparse.Namespace(**vars(args))
+        if sub.sparsities is None:
+            sub.sparsities = default_sparsities[section]
+        sub.width_aware = True
+        if section in ("layers", "subp"):
+            # Kernel speed at every sparsity and N: claim everything.
+            if sub.min_sparsity is None:
+                sub.min_sparsity = 0.0
+            sub.width_aware = False
+        t0 = time.time()
+        result = sections[section](sub)
+        payload = {
+            "section": section,
+            "machine": machine_info(),
+            "settings": {
+                "runs": args.runs,
+                "warmup": args.warmup,
+                "threads": args.threads,
+                "sparsities": sub.sparsities,
+                "min_sparsity": sub.min_sparsity,
+                "width_aware": sub.width_aware,
+                "ab_interleaved": True,
+                "statistic": "median",
+            },
+            "seconds": round(time.time() - t0, 1),
+            **result,
+        }
+        write(section + (f"_{args.tag}" if args.tag else ""), payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""End-to-end tests of the 1xN block-sparse TFLite delegate through ai-edge-litert.
+
+Keras models with 1xN zero blocks are converted to TFLite; the delegate's outputs
+must equal the stock interpreter's to 1e-5 relative, and the claimed nodes must be
+those the weights imply.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+from tf_sparse_prune.export import delegate as dmod
+from tf_sparse_prune.export.delegate import (
+    DEFAULT_MIN_SPARSITY,
+    DelegateUnavailableError,
+    SparseInterpreter,
+    available_isas,
+    delegate_library_path,
+    delegated_nodes,
+    lane_fraction,
+)
+
+# ---- private helpers (candidates for tests/helpers.py: _prune_1xn, _convert, _run) ----
+
+
+def _prune_1xn(kernel: np.ndarray, n: int, sparsity: float, rng: np.random.Generator):
+    """Zeros 1xN blocks of a Keras kernel (..., C_in, C_out): n consecutive output
+    channels of one input channel across all taps, exactly round(sparsity * blocks)."""
+    cin, cout = kernel.shape[-2], kernel.shape[-1]
+    blocks = cin * (cout // n)
+    zero = np.zeros(blocks, dtype=bool)
+    zero[rng.permutation(blocks)[: round(sparsity * blocks)]] = True
+    mask = ~np.repeat(zero.reshape(cin, cout // n), n, axis=1)
+    return (kernel * mask).astype(np.float32)
+
+
+def _convert(model: keras.Model) -> bytes:
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def _run(interp, x: np.ndarray) -> np.ndarray:
+    inp = interp.get_input_details()[0]
+    if list(inp["shape"]) != list(x.shape):
+        interp.resize_tensor_input(inp["index"], list(x.shape))
+        interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
+
+
+def _stock(flat: bytes, x: np.ndarray) -> np.ndarray:
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    return _run(interp, x)
+
+
+def _assert_close(out: np.ndarray, ref: np.ndarray) -> None:
+    assert out.shape == ref.shape
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+def _layer_of(node, names):
+    hits = [name for name in names if f"/{name}_1/" in node.filter or f"/{name}/" in node.filter]
+    assert len(hits) == 1, (node.filter, hits)
+    return hits[0]
+
+
+# Layer name -> (block N used for pruning, sparsity); None = left dense.
+ZOO_PRUNING = {
+    "blk4": (4, 0.6),
+    "blk8r6": (8, 0.5),
+    "blk32": (32, 0.7),
+    "dil16": (16, 0.8),
+    "dense_conv": None,
+    "lowsp": (16, 0.1),
+    "odd20": (4, 0.5),
+    "k7s2": (16, 0.5),
+    "fc16": (16, 0.7),
+    "fc_dense": None,
+}
+ZOO_CLAIMED = {"blk4": 4, "blk8r6": 8, "blk32": 32, "dil16": 16, "odd20": 4, "k7s2": 16, "fc16": 16}
+ZOO_DECLINED = {"dense_conv", "lowsp", "fc_dense"}
+
+
+@pytest.fixture(scope="module")
+def zoo_flat() -> bytes:
+    """A CNN covering kernel sizes, strides, dilation, padding, activations and N."""
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(7)
+    L = keras.layers
+    inp = keras.Input((13, 12, 8))
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="blk4")(inp)
+    x = L.Conv2D(32, 1, activation="relu6", name="blk8r6")(x)
+    x = L.Conv2D(64, 3, strides=2, padding="valid", name="blk32")(x)
+    x = L.Conv2D(32, 3, dilation_rate=2, padding="same", activation="relu", name="dil16")(x)
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Conv2D(32, 1, name="dense_conv")(x)
+    x = L.Conv2D(32, 1, activation="relu", name="lowsp")(x)
+    x = L.Conv2D(20, 3, padding="same", name="odd20")(x)
+    x = L.Conv2D(16, 7, strides=2, padding="same", activation="relu", name="k7s2")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(64, activation="relu", name="fc16")(x)
+    out = L.Dense(10, name="fc_dense")(x)
+    model = keras.Model(inp, out)
+    for name, spec in ZOO_PRUNING.items():
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        bias = rng.standard_normal(bias.shape).astype(np.float32) * 0.1
+        if spec is not None:
+            kernel = _prune_1xn(kernel, spec[0], spec[1], rng)
+        layer.set_weights([kernel, bias])
+    return _convert(model)
+
+
+@pytest.fixture(scope="module")
+def zoo_input() -> np.ndarray:
+    return np.random.default_rng(3).standard_normal((1, 13, 12, 8)).astype(np.float32)
+
+
+def test_library_is_found_and_reports_paths():
+    path = delegate_library_path()
+    assert path.is_file()
+    isas = available_isas()
+    assert "scalar" in isas
+    lib = ctypes.CDLL(str(path))
+    lib.tsp_delegate_default_min_sparsity.restype = ctypes.c_double
+    assert lib.tsp_delegate_default_min_sparsity() == DEFAULT_MIN_SPARSITY
+    lib.tsp_delegate_auto_isa.restype = ctypes.c_char_p
+    assert lib.tsp_delegate_auto_isa().decode() in isas
+
+
+def test_zoo_claims_what_the_weights_imply(zoo_flat):
+    interp = SparseInterpreter(model_content=zoo_flat, width_aware=False)
+    report = delegated_nodes(interp)
+    names = [*ZOO_PRUNING, "dw"]
+    claimed = {_layer_of(n, names): n for n in report.claimed}
+    declined = {_layer_of(n, names): n for n in report.declined}
+    assert {k: v.n for k, v in claimed.items()} == ZOO_CLAIMED
+    assert set(declined) == ZOO_DECLINED | {"dw"}
+    assert declined["dw"].op == "DEPTHWISE_CONV_2D"
+    assert "min_sparsity" in declined["dense_conv"].reason
+    assert "min_sparsity" in declined["lowsp"].reason
+    assert claimed["fc16"].op == "FULLY_CONNECTED"
+    assert claimed["blk32"].block_sparsity == pytest.approx(0.7, abs=0.01)
+    assert report.min_sparsity == pytest.approx(DEFAULT_MIN_SPARSITY)
+    assert report.isa in available_isas()
+
+
+def test_zoo_outputs_match_stock_every_path_and_thread_count(zoo_flat, zoo_input):
+    ref = _stock(zoo_flat, zoo_input)
+    for isa in available_isas():
+        for threads in (1, 2):
+            interp = SparseInterpreter(
+                model_content=zoo_flat, num_threads=threads, isa=isa, width_aware=False
+            )
+            assert delegated_nodes(interp).isa == isa
+            assert len(delegated_nodes(interp).claimed) == len(ZOO_CLAIMED)
+            _assert_close(_run(interp, zoo_input), ref)
+
+
+def test_width_aware_thresholds_follow_the_kernel_width(zoo_flat):
+    """Narrow N needs more sparsity: 1 - (1 - min_sparsity) * lane_fraction."""
+    names = [*ZOO_PRUNING, "dw"]
+    for isa in available_isas():
+        report = delegated_nodes(SparseInterpreter(model_content=zoo_flat, isa=isa))
+        expected = {
+            name
+            for name, n in ZOO_CLAIMED.items()
+            if ZOO_PRUNING[name][1] >= 1 - (1 - DEFAULT_MIN_SPARSITY) * lane_fraction(isa, n) - 1e-9
+        }
+        assert {_layer_of(node, names) for node in report.claimed} == expected, isa
+        for node in report.declined:
+            if _layer_of(node, names) in ZOO_CLAIMED:
+                assert f"1x{_node_n(node, names)}" in node.reason
+    assert lane_fraction("scalar", 4) == 1.0
+    assert lane_fraction("auto", 16) == 1.0
+
+
+def _node_n(node, names):
+    return ZOO_CLAIMED[_layer_of(node, names)]
+
+
+def test_batch_three_after_resize(zoo_flat):
+    x = np.random.default_rng(5).standard_normal((3, 13, 12, 8)).astype(np.float32)
+    ref = _stock(zoo_flat, x)
+    interp = SparseInterpreter(model_content=zoo_flat, num_threads=2, width_aware=False)
+    _assert_close(_run(interp, x), ref)
+    # Back to batch 1: shapes are re-derived at the delegate kernel's prepare.
+    x1 = x[1:2].copy()
+    _assert_close(_run(interp, x1), _stock(zoo_flat, x1))
+
+
+def test_repeated_invokes_are_stable(zoo_flat, zoo_input):
+    interp = SparseInterpreter(model_content=zoo_flat, num_threads=2)
+    first = _run(interp, zoo_input)
+    for _ in range(3):
+        np.testing.assert_array_equal(_run(interp, zoo_input), first)
+
+
+def test_min_sparsity_option_changes_claims(zoo_flat, zoo_input):
+    strict = delegated_nodes(SparseInterpreter(model_content=zoo_flat, min_sparsity=0.75))
+    names = [*ZOO_PRUNING, "dw"]
+    assert {_layer_of(n, names) for n in strict.claimed} == {"dil16"}
+    loose = SparseInterpreter(model_content=zoo_flat, min_sparsity=0.05, width_aware=False)
+    assert {_layer_of(n, names) for n in delegated_nodes(loose).claimed} == set(ZOO_CLAIMED) | {
+        "lowsp"
+    }
+    _assert_close(_run(loose, zoo_input), _stock(zoo_flat, zoo_input))
+
+
+def test_model_with_nothing_to_claim_runs_unchanged():
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential(
+        [
+            keras.Input((9, 9, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+        ]
+    )
+    flat = _convert(model)
+    x = np.random.default_rng(0).standard_normal((1, 9, 9, 3)).astype(np.float32)
+    interp = SparseInterpreter(model_content=flat, num_threads=2)
+    report = delegated_nodes(interp)
+    assert report.claimed == []
+    assert {n.op for n in report.declined} == {"CONV_2D", "FULLY_CONNECTED"}
+    np.testing.assert_array_equal(_run(interp, x), _stock(flat, x))
+
+
+def test_model_path_and_argument_errors(zoo_flat, zoo_input, tmp_path):
+    path = tmp_path / "zoo.tflite"
+    path.write_bytes(zoo_flat)
+    interp = SparseInterpreter(model_path=path)
+    _assert_close(_run(interp, zoo_input), _stock(zoo_flat, zoo_input))
+    with pytest.raises(ValueError, match="exactly one of model_path and model_content"):
+        SparseInterpreter()
+    with pytest.raises(ValueError, match="exactly one"):
+        SparseInterpreter(model_path=path, model_content=zoo_flat)
+    with pytest.raises(ValueError, match="num_threads"):
+        SparseInterpreter(model_content=zoo_flat, num_threads=0)
+    with pytest.raises(ValueError, match="min_sparsity"):
+        SparseInterpreter(model_content=zoo_flat, min_sparsity=1.5)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        SparseInterpreter(model_content=zoo_flat, isa="sse9")
+    with pytest.raises(ValueError, match="not built by"):
+        delegated_nodes(Interpreter(model_content=zoo_flat))
+
+
+def test_native_option_validation():
+    lib = str(delegate_library_path())
+    with pytest.raises(ValueError, match="unknown option 'bogus'"):
+        load_delegate(lib, {"bogus": "1"})
+    with pytest.raises(ValueError, match="num_threads must be an integer"):
+        load_delegate(lib, {"num_threads": "two"})
+    with pytest.raises(ValueError, match=r"min_sparsity must be a number in \[0, 1\]"):
+        load_delegate(lib, {"min_sparsity": "-0.5"})
+    with pytest.raises(ValueError, match="isa 'mmx'"):
+        load_delegate(lib, {"isa": "mmx"})
+    with pytest.raises(ValueError, match="width_aware must be 0 or 1"):
+        load_delegate(lib, {"width_aware": "yes"})
+
+
+def test_report_path_option_writes_json(zoo_flat, tmp_path):
+    report = tmp_path / "r.json"
+    d = load_delegate(
+        str(delegate_library_path()), {"report_path": str(report), "width_aware": "0"}
+    )
+    Interpreter(model_content=zoo_flat, experimental_delegates=[d])
+    data = json.loads(report.read_text())
+    assert sum(1 for n in data["nodes"] if n["claimed"]) == len(ZOO_CLAIMED)
+
+
+def test_missing_library_error_and_fallback(zoo_flat, zoo_input, monkeypatch, tmp_path):
+    monkeypatch.setenv("TSP_DELEGATE_LIBRARY", str(tmp_path / "nope.so"))
+    with pytest.raises(DelegateUnavailableError, match="TSP_DELEGATE_LIBRARY"):
+        SparseInterpreter(model_content=zoo_flat)
+    with pytest.warns(RuntimeWarning, match="dense TFLite interpreter"):
+        interp = SparseInterpreter(model_content=zoo_flat, fallback=True)
+    report = delegated_nodes(interp)
+    assert report.claimed == [] and report.fallback_reason
+    np.testing.assert_array_equal(_run(interp, zoo_input), _stock(zoo_flat, zoo_input))
+
+
+def test_unloadable_library_is_a_clear_error(zoo_flat, tmp_path):
+    bad = tmp_path / "libbad.so"
+    bad.write_bytes(b"not an ELF file")
+    with pytest.raises(DelegateUnavailableError, match="could not load the sparse delegate"):
+        SparseInterpreter(model_content=zoo_flat, library=bad)
+
+
+def test_litert_version_pin(zoo_flat, monkeypatch):
+    real = importlib.metadata.version
+
+    def fake(name):
+        return "2.4.0" if name == "ai-edge-litert" else real(name)
+
+    monkeypatch.setattr(dmod.importlib.metadata, "version", fake)
+    monkeypatch.delenv("TSP_ALLOW_UNTESTED_LITERT", raising=False)
+    with pytest.raises(DelegateUnavailableError, match=r"tested against ai-edge-litert 2\.3\.0"):
+        SparseInterpreter(model_content=zoo_flat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        interp = SparseInterpreter(
+            model_content=zoo_flat, allow_untested_litert=True, width_aware=False
+        )
+    assert len(delegated_nodes(interp).claimed) == len(ZOO_CLAIMED)
+
+
+def test_dense_layers_batch_and_keep_num_dims():
+    """FULLY_CONNECTED on a rank-3 input (Dense over the last axis) and batch 3."""
+    keras.utils.set_random_seed(2)
+    rng = np.random.default_rng(2)
+    inp = keras.Input((5, 24))
+    x = keras.layers.Dense(32, activation="relu", name="fc_a")(inp)
+    out = keras.layers.Dense(8, name="fc_b")(x)
+    model = keras.Model(inp, out)
+    for name, n in (("fc_a", 32), ("fc_b", 8)):
+        layer = model.get_layer(name)
+        k, b = layer.get_weights()
+        layer.set_weights([_prune_1xn(k, n, 0.5, rng), rng.standard_normal(b.shape).astype("f4")])
+    flat = _convert(model)
+    interp = SparseInterpreter(model_content=flat, num_threads=2, width_aware=False)
+    report = delegated_nodes(interp)
+    assert sorted(n.n for n in report.claimed) == [8, 32]
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 5, 24)).astype(np.float32)
+        _assert_close(_run(interp, x), _stock(flat, x))
+
+
+def test_tsp_bench_cli_reports_both_interpreters(zoo_flat, tmp_path, capsys):
+    from tf_sparse_prune.export.bench_cli import main
+
+    path = tmp_path / "zoo.tflite"
+    path.write_bytes(zoo_flat)
+    out_json = tmp_path / "bench.json"
+    rc = main(
+        [str(path), "--threads", "1", "2", "--runs", "3", "--warmup", "1", "--json", str(out_json)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    expected = len(delegated_nodes(SparseInterpreter(model_content=zoo_flat)).claimed)
+    assert f"claimed nodes: {expected}" in text
+    rows = json.loads(out_json.read_text())
+    assert [r["threads"] for r in rows] == [1, 2]
+    for r in rows:
+        assert len(r["dense_all_ms"]) == len(r["sparse_all_ms"]) == 3
+        assert r["max_rel_diff"] < 1e-5
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"])
+    assert main([str(path), "--runs", "0"]) == 2
+    assert main([str(tmp_path / "missing.tflite")]) == 2
+    assert "not found" in capsys.readouterr().err

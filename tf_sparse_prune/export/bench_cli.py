@@ -1,0 +1,249 @@
+"""``tsp-bench``: dense TFLite/XNNPACK vs the 1xN sparse delegate, latency on this machine.
+
+Example:
+    $ tsp-bench model.tflite --threads 1 2 --runs 50
+
+For each thread count the stock interpreter (XNNPACK) and the delegate
+interpreter are built, warmed up, then invoked alternately (A/B interleaved, so
+frequency or load drift hits both equally); the medians are printed with their
+ratio and the nodes the delegate claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LatencyResult", "compare_latency", "main"]
+
+
+@dataclass
+class LatencyResult:
+    """One A/B latency comparison.
+
+    Attributes:
+        threads: Threads given to both interpreters.
+        runs: Timed invocations of each interpreter.
+        dense_ms: Median latency of the stock interpreter (XNNPACK), ms.
+        sparse_ms: Median latency with the delegate, ms.
+        speedup: ``dense_ms / sparse_ms``.
+        max_rel_diff: Largest output difference between the two, relative to
+            the largest output magnitude.
+        isa: Delegate micro-kernel path.
+        claimed: ``"node op N sparsity filter"`` for each claimed node.
+        declined: ``"node op: reason"`` for each declined node.
+        dense_all_ms: All dense timings.
+        sparse_all_ms: All delegate timings.
+    """
+
+    threads: int
+    runs: int
+    dense_ms: float
+    sparse_ms: float
+    speedup: float
+    max_rel_diff: float
+    isa: str | None
+    claimed: list[str] = field(default_factory=list)
+    declined: list[str] = field(default_factory=list)
+    dense_all_ms: list[float] = field(default_factory=list)
+    sparse_all_ms: list[float] = field(default_factory=list)
+
+
+def _make_input(interp: Any, batch: int | None, rng: np.random.Generator) -> np.ndarray:
+    det = interp.get_input_details()[0]
+    shape = [int(d) for d in det["shape_signature"]] or [int(d) for d in det["shape"]]
+    shape = [max(d, 1) for d in shape]
+    if batch is not None:
+        shape[0] = batch
+    return rng.standard_normal(shape).astype(det["dtype"])
+
+
+def _prepare(interp: Any, x: np.ndarray) -> None:
+    det = interp.get_input_details()[0]
+    if list(det["shape"]) != list(x.shape):
+        interp.resize_tensor_input(det["index"], list(x.shape))
+        interp.allocate_tensors()
+    interp.set_tensor(det["index"], x)
+
+
+def compare_latency(
+    model: bytes | str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    min_sparsity: float | None = None,
+    isa: str = "auto",
+    width_aware: bool = True,
+    batch: int | None = None,
+    progress: Any = None,
+    seed: int = 0,
+) -> LatencyResult:
+    """Times the stock interpreter against the delegate, A/B interleaved.
+
+    Args:
+        model: Flatbuffer bytes or a ``.tflite`` path.
+        threads: Threads for both interpreters.
+        runs: Timed invocations of each (the median is reported).
+        warmup: Untimed invocations of each first.
+        min_sparsity: Delegate claiming threshold (``None``: its default).
+        isa: Delegate micro-kernel path.
+        width_aware: Delegate's narrow-N threshold rule (False: claim every N
+            at ``min_sparsity``).
+        batch: Batch size to resize the input to (default: the model's, or 1).
+        progress: Optional tqdm-like object; ``update(1)`` per A/B pair.
+        seed: Seed of the random input.
+
+    Returns:
+        A :class:`LatencyResult`.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_sparse_prune.export.delegate import SparseInterpreter, delegated_nodes
+
+    if isinstance(model, bytes | bytearray):
+        source: dict[str, Any] = {"model_content": bytes(model)}
+    else:
+        source = {"model_path": os.fspath(model)}
+    dense = Interpreter(**source, num_threads=threads)
+    dense.allocate_tensors()
+    sparse = SparseInterpreter(
+        **source, num_threads=threads, min_sparsity=min_sparsity, isa=isa, width_aware=width_aware
+    )
+    x = _make_input(dense, batch, np.random.default_rng(seed))
+    _prepare(dense, x)
+    _prepare(sparse, x)
+    for _ in range(warmup):
+        dense.invoke()
+        sparse.invoke()
+    out_d = dense.get_tensor(dense.get_output_details()[0]["index"])
+    out_s = sparse.get_tensor(sparse.get_output_details()[0]["index"])
+    scale = max(float(np.abs(out_d).max()), 1e-30)
+    max_rel = float(np.abs(out_d - out_s).max()) / scale
+    dense_t, sparse_t = [], []
+    for i in range(runs):
+        # Alternate which goes first, so neither always runs on a warm cache.
+        pair = ((dense, dense_t), (sparse, sparse_t))
+        for interp, acc in pair if i % 2 == 0 else pair[::-1]:
+            t0 = time.perf_counter()
+            interp.invoke()
+            acc.append((time.perf_counter() - t0) * 1e3)
+        if progress is not None:
+            progress.update(1)
+    report = delegated_nodes(sparse)
+    d_ms, s_ms = statistics.median(dense_t), statistics.median(sparse_t)
+    return LatencyResult(
+        threads=threads,
+        runs=runs,
+        dense_ms=d_ms,
+        sparse_ms=s_ms,
+        speedup=d_ms / s_ms,
+        max_rel_diff=max_rel,
+        isa=report.isa,
+        claimed=[
+            f"{n.node} {n.op} 1x{n.n} sparsity={n.block_sparsity:.3f} {n.filter}"
+            for n in report.claimed
+        ],
+        declined=[f"{n.node} {n.op}: {n.reason}" for n in report.declined],
+        dense_all_ms=dense_t,
+        sparse_all_ms=sparse_t,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tsp-bench",
+        description="Median latency of a .tflite model: stock TFLite/XNNPACK vs the 1xN "
+        "block-sparse delegate (A/B interleaved).",
+    )
+    p.add_argument("model", help="path of a .tflite model")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts to try")
+    p.add_argument("--runs", type=int, default=50, help="timed invocations of each (>= 1)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed invocations first")
+    p.add_argument("--min-sparsity", type=float, default=None, help="delegate threshold")
+    p.add_argument("--isa", default="auto", help="auto, scalar, avx2, avx512 or neon")
+    p.add_argument(
+        "--no-width-aware",
+        action="store_true",
+        help="claim narrow N (1x4, 1x8) at min_sparsity too (measures those kernels)",
+    )
+    p.add_argument("--batch", type=int, default=None, help="resize the input batch")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--quiet-nodes", action="store_true", help="do not list the claimed nodes")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tsp-bench``.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    args = _parser().parse_args(argv)
+    if args.runs < 1:
+        print(f"tsp-bench: --runs must be >= 1, got {args.runs}", file=sys.stderr)
+        return 2
+    if any(t < 1 for t in args.threads):
+        print(f"tsp-bench: --threads must all be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.model):
+        print(f"tsp-bench: model file {args.model!r} not found", file=sys.stderr)
+        return 2
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(
+            "tsp-bench: the progress bar needs tqdm: pip install 'tf_sparse_prune[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    results = []
+    with tqdm(total=args.runs * len(args.threads), desc="A/B runs", unit="pair") as bar:
+        for t in args.threads:
+            results.append(
+                compare_latency(
+                    args.model,
+                    threads=t,
+                    runs=args.runs,
+                    warmup=args.warmup,
+                    min_sparsity=args.min_sparsity,
+                    isa=args.isa,
+                    width_aware=not args.no_width_aware,
+                    batch=args.batch,
+                    progress=bar,
+                )
+            )
+    first = results[0]
+    print(f"model: {args.model}   delegate path: {first.isa}   runs: {args.runs}")
+    print(f"{'threads':>7} {'dense ms':>10} {'delegate ms':>12} {'speedup':>8} {'max rel':>9}")
+    for r in results:
+        print(
+            f"{r.threads:>7} {r.dense_ms:>10.3f} {r.sparse_ms:>12.3f} {r.speedup:>7.2f}x "
+            f"{r.max_rel_diff:>9.1e}"
+        )
+    print(f"claimed nodes: {len(first.claimed)}   declined: {len(first.declined)}")
+    if not args.quiet_nodes:
+        for line in first.claimed:
+            print(f"  + {line}")
+        for line in first.declined:
+            print(f"  - {line}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""The 1xN block-sparse TFLite delegate: loading it and building interpreters with it.
+
+The delegate is a TFLite external-delegate plugin (``libtsp_delegate.so``, built
+from ``tflite_kernels/`` by CMake during ``pip install`` and installed in
+``tf_sparse_prune/_native``). It claims CONV_2D and FULLY_CONNECTED nodes with
+constant float32 filters whose zeros form 1xN blocks (N consecutive output
+channels x one input channel x the whole kernel window, N in {4, 8, 16, 32})
+at a block sparsity of at least ``min_sparsity``, and runs them with packed
+micro-kernels; every other node stays with TFLite and XNNPACK.
+
+N is read from the weights **(our rule)**: the largest N in {32, 16, 8, 4}
+dividing C_out whose block sparsity is within 0.02 of the 1x4 block sparsity
+(i.e. whose zero blocks cover almost all the zeros the finest pattern sees).
+A filter pruned 1x16 is therefore run 1x16, and an unstructured zero pattern
+(no zero 1x4 blocks) is declined.
+
+Narrow N (``width_aware``, default on, **our choice**): a kernel whose N is
+narrower than its vector registers (1x4 and 1x8 on AVX-512, 1x4 on AVX2) does
+proportionally less work per instruction, so its threshold is raised to
+``1 - (1 - min_sparsity) * lane_fraction`` (AVX-512 at the default 0.4: 0.85 for
+1x4, 0.7 for 1x8), which keeps such layers on XNNPACK where they would be slower.
+
+Example:
+    >>> import keras, numpy as np, tf_sparse_prune as tsp
+    >>> model = keras.Sequential([keras.Input((8, 8, 32)), keras.layers.Conv2D(32, 1, name="pw")])
+    >>> kernel = model.get_layer("pw").kernel.numpy()
+    >>> kernel[:, :, :24, :16] = 0.0  # 24 of the 32 1x16 blocks of row 0 ...
+    >>> kernel[:, :, 8:, 16:] = 0.0   # ... and of row 1: 75% block sparsity
+    >>> _ = model.get_layer("pw").kernel.assign(kernel)
+    >>> interp = tsp.SparseInterpreter(model_content=tsp.export_tflite(model), num_threads=2)
+    >>> x = np.random.rand(1, 8, 8, 32).astype(np.float32)
+    >>> interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    >>> interp.invoke()
+    >>> bool(np.allclose(interp.get_tensor(interp.get_output_details()[0]["index"]),
+    ...                  model.predict(x, verbose=0), rtol=1e-5, atol=1e-5))
+    True
+    >>> [(n.op, n.n, n.block_sparsity) for n in tsp.delegated_nodes(interp).claimed]
+    [('CONV_2D', 16, 0.75)]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import importlib.resources
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MIN_SPARSITY",
+    "TESTED_LITERT_VERSION",
+    "DelegateUnavailableError",
+    "DelegatedNode",
+    "DelegationReport",
+    "SparseInterpreter",
+    "available_isas",
+    "delegate_library_path",
+    "delegated_nodes",
+    "lane_fraction",
+    "load_sparse_delegate",
+]
+
+#: ai-edge-litert version whose TFLite struct layouts the delegate was built
+#: against (tflite_kernels/include/tsp_tflite/tflite_abi.h).
+TESTED_LITERT_VERSION = "2.3.0"
+
+#: Default minimum block sparsity for a node to be claimed: the lowest 1x16 block
+#: sparsity (steps of 0.1) at which the delegate beat XNNPACK on every ResNet-50
+#: layer shape at 1 thread (benchmarks/results/latency_layers_threshold.json:
+#: 0.3 -> 0.88-1.12x, 0.4 -> 1.03-1.24x, 0.5 -> 1.08-1.56x).
+DEFAULT_MIN_SPARSITY = 0.4
+
+LIBRARY_ENV = "TSP_DELEGATE_LIBRARY"
+ALLOW_UNTESTED_ENV = "TSP_ALLOW_UNTESTED_LITERT"
+_LIBRARY_NAME = "libtsp_delegate.so"
+_ISAS = ("auto", "scalar", "avx2", "avx512", "neon")
+_REPORT_ATTR = "_tsp_delegation_report"
+
+
+class DelegateUnavailableError(RuntimeError):
+    """The delegate library is missing, cannot be loaded, or refused its options."""
+
+
+@dataclass(frozen=True)
+class DelegatedNode:
+    """One CONV_2D / FULLY_CONNECTED (or DEPTHWISE_CONV_2D) node the delegate examined.
+
+    Attributes:
+        node: Node index in the TFLite graph.
+        op: Builtin op name, e.g. ``"CONV_2D"``.
+        claimed: Whether the delegate runs it.
+        filter: Name of the filter tensor (carries the Keras layer name).
+        output: Name of the output tensor.
+        n: Block width N used (0 when declined).
+        block_sparsity: Fraction of zero 1xN blocks at that N (claimed nodes).
+        reason: Why it was declined (empty when claimed).
+    """
+
+    node: int
+    op: str
+    claimed: bool
+    filter: str
+    output: str
+    n: int = 0
+    block_sparsity: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DelegationReport:
+    """What the delegate did with a model.
+
+    Attributes:
+        claimed: Nodes run by the delegate.
+        declined: Nodes examined and left to TFLite, with the reason.
+        isa: Micro-kernel path in use (``"avx512"``, ``"avx2"``, ``"neon"``,
+            ``"scalar"``), or ``None`` when the delegate is not in use.
+        num_threads: Threads of the delegate's pool.
+        min_sparsity: The claiming threshold used.
+        fallback_reason: Set when the interpreter fell back to dense TFLite.
+    """
+
+    claimed: list[DelegatedNode] = field(default_factory=list)
+    declined: list[DelegatedNode] = field(default_factory=list)
+    isa: str | None = None
+    num_threads: int = 1
+    min_sparsity: float = DEFAULT_MIN_SPARSITY
+    fallback_reason: str | None = None
+
+
+def delegate_library_path() -> Path:
+    """Locates ``libtsp_delegate.so``.
+
+    The environment variable ``TSP_DELEGATE_LIBRARY`` overrides the search;
+    otherwise the library installed in the package (``tf_sparse_prune/_native``)
+    is found through ``importlib.resources``.
+
+    Returns:
+        The path of the library.
+
+    Raises:
+        DelegateUnavailableError: If no library is found.
+    """
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise DelegateUnavailableError(
+                f"{LIBRARY_ENV}={override!r} does not name an existing file; unset it or "
+                f"point it at a built {_LIBRARY_NAME}"
+            )
+        return path
+    candidates: list[Path] = []
+    try:
+        res = importlib.resources.files("tf_sparse_prune").joinpath("_native", _LIBRARY_NAME)
+        with importlib.resources.as_file(res) as p:
+            candidates.append(Path(p))
+    except (ModuleNotFoundError, FileNotFoundError, TypeError):
+        pass
+    import tf_sparse_prune
+
+    for base in getattr(tf_sparse_prune, "__path__", []):
+        candidates.append(Path(base) / "_native" / _LIBRARY_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    searched = ", ".join(str(c) for c in candidates) or "(no package path)"
+    raise DelegateUnavailableError(
+        f"{_LIBRARY_NAME} not found (searched {searched}). It is built by CMake during "
+        f"`pip install .` (or `make install`); or set {LIBRARY_ENV} to a built library."
+    )
+
+
+def check_litert_version(allow_untested: bool = False) -> str:
+    """Checks that the installed ai-edge-litert is the version the delegate was tested with.
+
+    The delegate declares TFLite's C structs itself; another runtime version may
+    lay them out differently and crash.
+
+    Args:
+        allow_untested: Accept another version (at the user's risk). The
+            environment variable ``TSP_ALLOW_UNTESTED_LITERT=1`` does the same.
+
+    Returns:
+        The installed version.
+
+    Raises:
+        DelegateUnavailableError: On a version mismatch without the override.
+    """
+    try:
+        version = importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError as e:
+        raise DelegateUnavailableError(
+            f"ai-edge-litert is not installed; install ai-edge-litert=={TESTED_LITERT_VERSION}"
+        ) from e
+    allowed = allow_untested or os.environ.get(ALLOW_UNTESTED_ENV, "") not in ("", "0")
+    if version != TESTED_LITERT_VERSION and not allowed:
+        raise DelegateUnavailableError(
+            f"the sparse delegate was built and tested against ai-edge-litert "
+            f"{TESTED_LITERT_VERSION}, but {version} is installed; its TFLite struct layouts "
+            f"may differ and crash. Install ai-edge-litert=={TESTED_LITERT_VERSION}, or pass "
+            f"allow_untested_litert=True (or set {ALLOW_UNTESTED_ENV}=1) at your own risk."
+        )
+    return version
+
+
+def lane_fraction(isa: str, n: int, library: str | os.PathLike | None = None) -> float:
+    """Fraction of its vector lanes the 1xN kernel of a path fills (1.0 for N >= 16).
+
+    Args:
+        isa: ``"auto"``, ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"neon"``.
+        n: Block width.
+        library: Library path; default :func:`delegate_library_path`.
+
+    Returns:
+        E.g. 0.25 for 1x4 on AVX-512.
+    """
+    lib = ctypes.CDLL(str(library or delegate_library_path()))
+    fn = lib.tsp_delegate_lane_fraction
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    fn.restype = ctypes.c_double
+    return float(fn(isa.encode(), int(n)))
+
+
+def available_isas(library: str | os.PathLike | None = None) -> list[str]:
+    """Micro-kernel paths the library has and this CPU runs (``"auto"`` excluded).
+
+    Args:
+        library: Library path; default :func:`delegate_library_path`.
+
+    Returns:
+        E.g. ``["scalar", "avx2", "avx512"]``.
+    """
+    lib = ctypes.CDLL(str(library or delegate_library_path()))
+    fn = lib.tsp_delegate_isa_available
+    fn.argtypes = [ctypes.c_char_p]
+    fn.restype = ctypes.c_int
+    return [isa for isa in _ISAS[1:] if fn(isa.encode())]
+
+
+def _validate(num_threads: Any, min_sparsity: Any, isa: Any) -> tuple[int, float, str]:
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
+    if min_sparsity is None:
+        min_sparsity = DEFAULT_MIN_SPARSITY
+    if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, int | float):
+        raise ValueError(f"min_sparsity must be a number in [0, 1] or None, got {min_sparsity!r}")
+    if not 0.0 <= float(min_sparsity) <= 1.0:
+        raise ValueError(f"min_sparsity must be in [0, 1], got {min_sparsity!r}")
+    if isa not in _ISAS:
+        raise ValueError(f"isa must be one of {', '.join(_ISAS)}; got {isa!r}")
+    return num_threads, float(min_sparsity), isa
+
+
+def load_sparse_delegate(
+    num_threads: int = 1,
+    min_sparsity: float | None = None,
+    *,
+    isa: str = "auto",
+    width_aware: bool = True,
+    report_path: str | os.PathLike | None = None,
+    library: str | os.PathLike | None = None,
+    allow_untested_litert: bool = False,
+) -> Any:
+    """Loads the delegate with ``ai_edge_litert.interpreter.load_delegate``.
+
+    Args:
+        num_threads: Threads of the delegate's pool (created once per delegate).
+        min_sparsity: Minimum 1xN block sparsity for a node to be claimed;
+            ``None`` means :data:`DEFAULT_MIN_SPARSITY`.
+        isa: Micro-kernel path: ``"auto"`` (best for this CPU), ``"scalar"``,
+            ``"avx2"``, ``"avx512"`` or ``"neon"``.
+        width_aware: Raise the threshold for N narrower than the kernel's
+            vectors (see the module docstring); False applies ``min_sparsity``
+            to every N.
+        report_path: If given, the delegate writes its JSON claim report there.
+        library: Library path; default :func:`delegate_library_path`.
+        allow_untested_litert: Accept an ai-edge-litert other than
+            :data:`TESTED_LITERT_VERSION`.
+
+    Returns:
+        An ``ai_edge_litert.interpreter.Delegate``.
+
+    Raises:
+        ValueError: On an invalid argument.
+        DelegateUnavailableError: If the library is missing, cannot be loaded,
+            refuses the options, or the ai-edge-litert version is untested.
+    """
+    num_threads, min_sparsity, isa = _validate(num_threads, min_sparsity, isa)
+    check_litert_version(allow_untested_litert)
+    path = Path(library) if library is not None else delegate_library_path()
+    if not path.is_file():
+        raise DelegateUnavailableError(f"delegate library {str(path)!r} does not exist")
+    try:  # load_delegate's own error path leaves a broken Delegate behind
+        ctypes.CDLL(str(path))
+    except OSError as e:
+        raise DelegateUnavailableError(
+            f"could not load the sparse delegate from {str(path)!r}: {e}"
+        ) from e
+    from ai_edge_litert.interpreter import load_delegate
+
+    options = {
+        "num_threads": str(num_threads),
+        "min_sparsity": repr(min_sparsity),
+        "isa": isa,
+        "width_aware": "1" if width_aware else "0",
+    }
+    if report_path is not None:
+        options["report_path"] = os.fspath(report_path)
+    try:
+        return load_delegate(str(path), options)
+    except (OSError, ValueError, AttributeError) as e:
+        raise DelegateUnavailableError(
+            f"could not load the sparse delegate from {str(path)!r}: {e or type(e).__name__}"
+        ) from e
+
+
+def _parse_report(text: str) -> DelegationReport:
+    data = json.loads(text)
+    claimed, declined = [], []
+    for entry in data.get("nodes", []):
+        node = DelegatedNode(
+            node=int(entry["node"]),
+            op=str(entry["op"]),
+            claimed=bool(entry["claimed"]),
+            filter=str(entry.get("filter", "")),
+            output=str(entry.get("output", "")),
+            n=int(entry.get("n", 0)),
+            block_sparsity=entry.get("block_sparsity"),
+            reason=str(entry.get("reason", "")),
+        )
+        (claimed if node.claimed else declined).append(node)
+    return DelegationReport(
+        claimed=claimed,
+        declined=declined,
+        isa=data.get("isa"),
+        num_threads=int(data.get("num_threads", 1)),
+        min_sparsity=float(data.get("min_sparsity", DEFAULT_MIN_SPARSITY)),
+    )
+
+
+def SparseInterpreter(
+    model_path: str | os.PathLike | None = None,
+    model_content: bytes | None = None,
+    num_threads: int = 1,
+    min_sparsity: float | None = None,
+    *,
+    isa: str = "auto",
+    width_aware: bool = True,
+    fallback: bool = False,
+    allow_untested_litert: bool = False,
+    library: str | os.PathLike | None = None,
+) -> Any:
+    """Builds an ai-edge-litert interpreter with the sparse delegate applied first.
+
+    The delegate sees the whole graph before XNNPACK (applied by the runtime at
+    allocation) and claims the 1xN block-sparse CONV_2D / FULLY_CONNECTED nodes;
+    the rest run on TFLite / XNNPACK with the same ``num_threads``. The returned
+    interpreter has its tensors allocated. Use :func:`delegated_nodes` to see
+    what was claimed.
+
+    Args:
+        model_path: Path of a ``.tflite`` file (or give ``model_content``).
+        model_content: The flatbuffer bytes.
+        num_threads: Threads for the delegate and for the interpreter.
+        min_sparsity: Minimum block sparsity to claim a node; ``None`` means
+            :data:`DEFAULT_MIN_SPARSITY`.
+        isa: Micro-kernel path (``"auto"``, ``"scalar"``, ``"avx2"``,
+            ``"avx512"``, ``"neon"``).
+        width_aware: Raise the threshold for N narrower than the kernel's
+            vectors (see the module docstring).
+        fallback: If the delegate cannot be loaded, warn and return the dense
+            interpreter instead of raising.
+        allow_untested_litert: Accept an ai-edge-litert version other than
+            :data:`TESTED_LITERT_VERSION` (at your own risk).
+        library: Path of the delegate library (default: the installed one, or
+            ``TSP_DELEGATE_LIBRARY``).
+
+    Returns:
+        An ``ai_edge_litert.interpreter.Interpreter``.
+
+    Raises:
+        ValueError: On invalid arguments (both or neither model source, bad
+            ``num_threads`` / ``min_sparsity`` / ``isa``).
+        DelegateUnavailableError: If the delegate cannot be used and
+            ``fallback`` is False.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    if (model_path is None) == (model_content is None):
+        raise ValueError("give exactly one of model_path and model_content")
+    num_threads, min_sparsity, isa = _validate(num_threads, min_sparsity, isa)
+    source: dict[str, Any] = (
+        {"model_path": os.fspath(model_path)}
+        if model_path is not None
+        else {"model_content": model_content}
+    )
+    with tempfile.TemporaryDirectory(prefix="tsp_delegate_") as tmp:
+        report_file = Path(tmp) / "report.json"
+        try:
+            delegate = load_sparse_delegate(
+                num_threads,
+                min_sparsity,
+                isa=isa,
+                width_aware=width_aware,
+                report_path=report_file,
+                library=library,
+                allow_untested_litert=allow_untested_litert,
+            )
+        except DelegateUnavailableError as e:
+            if not fallback:
+                raise
+            warnings.warn(
+                f"sparse delegate unavailable, using the dense TFLite interpreter: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            interp = Interpreter(**source, num_threads=num_threads)
+            interp.allocate_tensors()
+            setattr(
+                interp,
+                _REPORT_ATTR,
+                DelegationReport(
+                    num_threads=num_threads, min_sparsity=min_sparsity, fallback_reason=str(e)
+                ),
+            )
+            return interp
+        interp = Interpreter(**source, experimental_delegates=[delegate], num_threads=num_threads)
+        interp.allocate_tensors()
+        if report_file.is_file():
+            report = _parse_report(report_file.read_text())
+        else:  # the delegate's Prepare never ran
+            report = DelegationReport(isa=None, num_threads=num_threads, min_sparsity=min_sparsity)
+    setattr(interp, _REPORT_ATTR, report)
+    return interp
+
+
+def delegated_nodes(interp: Any) -> DelegationReport:
+    """What the sparse delegate claimed and declined in an interpreter.
+
+    Args:
+        interp: An interpreter built by :func:`SparseInterpreter`.
+
+    Returns:
+        The :class:`DelegationReport` (claimed nodes, declined nodes with the
+        reason, the kernel path and thread count).
+
+    Raises:
+        ValueError: If ``interp`` was not built by :func:`SparseInterpreter`.
+    """
+    report = getattr(interp, _REPORT_ATTR, None)
+    if report is None:
+        raise ValueError(
+            "interp was not built by tf_sparse_prune.SparseInterpreter (no delegation report)"
+        )
+    return report

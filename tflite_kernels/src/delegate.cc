@@ -1,0 +1,635 @@
+// The TFLite external-delegate plugin: claims CONV_2D / FULLY_CONNECTED nodes
+// with constant float32 1xN block-sparse filters and runs them with the
+// packed micro-kernels. Everything else stays with TFLite (and XNNPACK).
+//
+// Plugin ABI (tensorflow/lite/delegates/external/README.md):
+//   TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values,
+//                                                 size_t n, void (*report_error)(const char*));
+//   void tflite_plugin_destroy_delegate(TfLiteDelegate*);
+// Options (all strings): num_threads (>= 1), min_sparsity (in [0, 1]),
+// width_aware (0|1, default 1: raise the threshold for N narrower than the
+// kernel's vectors, threshold = 1 - (1 - min_sparsity) * lane_fraction),
+// isa (auto|scalar|avx2|avx512|neon), report_path (JSON written at Prepare),
+// log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sparse_conv.h"
+#include "thread_pool.h"
+#include "tsp_tflite/tflite_abi.h"
+
+#define TSP_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace tsp {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+// The lowest 1x16 block sparsity (in steps of 0.1) at which the delegate beat
+// XNNPACK on every ResNet-50 layer shape at 1 thread
+// (benchmarks/results/latency_layers_threshold.json: 0.3 -> 0.88-1.12x,
+// 0.4 -> 1.03-1.24x, 0.5 -> 1.08-1.56x).
+constexpr double kDefaultMinSparsity = 0.4;
+
+struct Options {
+  int num_threads = 1;
+  double min_sparsity = kDefaultMinSparsity;
+  std::string isa = "auto";
+  std::string report_path;
+  int log = 0;  // 1: claims on stderr; 2: also per-node invoke times at free
+  // Raise the threshold for N narrower than the kernel's vector (see
+  // WidthAwareThresholds): those kernels compute fewer lanes per instruction.
+  int width_aware = 1;
+};
+
+// One claimed node, analysed and packed at delegate Prepare.
+struct OpInfo {
+  int node_index = -1;
+  int builtin = 0;
+  int input = -1, filter = -1, bias = -1, output = -1;
+  TfLiteConvParams conv{};
+  TfLiteFullyConnectedParams fc{};
+  int cout = 0, cin = 0, kh = 1, kw = 1;
+  double sparsity = 0.0;
+  PackedFilter pf;
+  // Set at kernel prepare.
+  ConvGeometry geom;
+  ConvPlan plan;
+  int plan_in_w = -1;  // input width the plan was built for
+  AlignedPtr<float> zeros;
+  // log >= 2: time spent in invoke.
+  double seconds = 0.0;
+  int64_t calls = 0;
+};
+
+struct DelegateData {
+  Options opts;
+  const KernelSet* kernels = nullptr;
+  std::unique_ptr<ThreadPool> pool;
+  std::mutex mu;
+  std::map<std::pair<const void*, int>, std::unique_ptr<OpInfo>> pending;
+  std::vector<std::string> report_nodes;
+  TfLiteDelegate delegate{};
+};
+
+// A delegate kernel: one partition of consecutive claimed nodes.
+struct Partition {
+  DelegateData* data = nullptr;
+  std::vector<std::unique_ptr<OpInfo>> ops;
+  std::vector<int> internal_tensors;  // produced and consumed inside
+  std::vector<ConvScratch> scratch;   // one per pool thread
+};
+
+std::string JsonEscape(const char* s) {
+  std::string out;
+  if (s == nullptr) return out;
+  for (const char* p = s; *p; ++p) {
+    const unsigned char c = static_cast<unsigned char>(*p);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
+const char* OpName(int builtin) {
+  switch (builtin) {
+    case kTfLiteBuiltinConv2d: return "CONV_2D";
+    case kTfLiteBuiltinFullyConnected: return "FULLY_CONNECTED";
+    case kTfLiteBuiltinDepthwiseConv2d: return "DEPTHWISE_CONV_2D";
+    default: return "OTHER";
+  }
+}
+
+bool ActivationRange(int act, float* lo, float* hi) {
+  *lo = -INFINITY;
+  *hi = INFINITY;
+  switch (act) {
+    case kTfLiteActNone: return true;
+    case kTfLiteActRelu: *lo = 0.0f; return true;
+    case kTfLiteActRelu6: *lo = 0.0f; *hi = 6.0f; return true;
+    case kTfLiteActReluN1To1: *lo = -1.0f; *hi = 1.0f; return true;
+    default: return false;
+  }
+}
+
+const TfLiteTensor* Tensor(TfLiteContext* ctx, int idx) {
+  if (idx < 0 || size_t(idx) >= ctx->tensors_size) return nullptr;
+  return &ctx->tensors[idx];
+}
+
+bool IsConstFloat(const TfLiteTensor* t) {
+  return t != nullptr && t->type == kTfLiteFloat32 && t->allocation_type == kTfLiteMmapRo &&
+         t->data.raw != nullptr && t->dims != nullptr;
+}
+
+int64_t NumElements(const TfLiteIntArray* dims) {
+  int64_t n = 1;
+  for (int i = 0; i < dims->size; ++i) n *= dims->data[i];
+  return n;
+}
+
+// Analyses one node. Returns an OpInfo if claimed; otherwise sets `reason`.
+std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* node,
+                                int builtin, const Options& opts, const KernelSet& kernels,
+                                std::string* reason) {
+  auto op = std::make_unique<OpInfo>();
+  op->node_index = node_index;
+  op->builtin = builtin;
+  if (node->inputs == nullptr || node->inputs->size < 2 || node->outputs == nullptr ||
+      node->outputs->size != 1) {
+    *reason = "unexpected number of inputs/outputs";
+    return nullptr;
+  }
+  if (node->builtin_data == nullptr) {
+    *reason = "no builtin parameters";
+    return nullptr;
+  }
+  op->input = node->inputs->data[0];
+  op->filter = node->inputs->data[1];
+  op->bias = node->inputs->size >= 3 ? node->inputs->data[2] : kTfLiteOptionalTensor;
+  op->output = node->outputs->data[0];
+  const TfLiteTensor* in = Tensor(ctx, op->input);
+  const TfLiteTensor* f = Tensor(ctx, op->filter);
+  const TfLiteTensor* out = Tensor(ctx, op->output);
+  if (in == nullptr || in->type != kTfLiteFloat32 || out == nullptr ||
+      out->type != kTfLiteFloat32) {
+    *reason = "input/output not float32";
+    return nullptr;
+  }
+  if (!IsConstFloat(f)) {
+    *reason = "filter is not a constant float32 tensor";
+    return nullptr;
+  }
+  const float* bias = nullptr;
+  if (op->bias != kTfLiteOptionalTensor) {
+    const TfLiteTensor* b = Tensor(ctx, op->bias);
+    if (!IsConstFloat(b)) {
+      *reason = "bias is not a constant float32 tensor";
+      return nullptr;
+    }
+    bias = b->data.f;
+  }
+  int act = 0;
+  if (builtin == kTfLiteBuiltinConv2d) {
+    op->conv = *static_cast<const TfLiteConvParams*>(node->builtin_data);
+    if (f->dims->size != 4) {
+      *reason = "filter rank is not 4";
+      return nullptr;
+    }
+    op->cout = f->dims->data[0];
+    op->kh = f->dims->data[1];
+    op->kw = f->dims->data[2];
+    op->cin = f->dims->data[3];
+    if (in->dims == nullptr || in->dims->size != 4 || in->dims->data[3] != op->cin) {
+      *reason = "input channels differ from filter channels (grouped convolution)";
+      return nullptr;
+    }
+    if (op->conv.padding != kTfLitePaddingSame && op->conv.padding != kTfLitePaddingValid) {
+      *reason = "unknown padding";
+      return nullptr;
+    }
+    if (op->conv.stride_width < 1 || op->conv.stride_height < 1 ||
+        op->conv.dilation_width_factor < 1 || op->conv.dilation_height_factor < 1) {
+      *reason = "invalid stride or dilation";
+      return nullptr;
+    }
+    act = op->conv.activation;
+  } else {
+    op->fc = *static_cast<const TfLiteFullyConnectedParams*>(node->builtin_data);
+    if (f->dims->size != 2) {
+      *reason = "filter rank is not 2";
+      return nullptr;
+    }
+    if (op->fc.weights_format != kTfLiteFullyConnectedWeightsFormatDefault) {
+      *reason = "shuffled weights format";
+      return nullptr;
+    }
+    op->cout = f->dims->data[0];
+    op->cin = f->dims->data[1];
+    // The input's shape may only be known at run time (Keras Dense on rank-3
+    // inputs goes through a dynamic RESHAPE): it is checked at kernel prepare.
+    act = op->fc.activation;
+  }
+  float lo, hi;
+  if (!ActivationRange(act, &lo, &hi)) {
+    *reason = "fused activation not supported (only NONE/RELU/RELU6/RELU_N1_TO_1)";
+    return nullptr;
+  }
+  if (op->cout <= 0 || op->cin <= 0) {
+    *reason = "empty filter";
+    return nullptr;
+  }
+  const int taps = op->kh * op->kw;
+  double thresholds[4];
+  if (opts.width_aware) {
+    WidthAwareThresholds(opts.min_sparsity, kernels.lane_fraction, thresholds);
+  } else {
+    for (double& t : thresholds) t = opts.min_sparsity;
+  }
+  BlockChoice choice = ChooseBlockSize(f->data.f, op->cout, taps, op->cin, thresholds);
+  op->sparsity = choice.sparsity;
+  if (choice.n == 0) {
+    *reason = choice.reason;
+    return nullptr;
+  }
+  op->pf = PackFilter(f->data.f, bias, op->cout, op->kh, op->kw, op->cin, choice.n);
+  return op;
+}
+
+std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const OpInfo* op,
+                        const std::string& reason, TfLiteNode* node) {
+  char buf[512];
+  const char* filter_name = "";
+  const char* output_name = "";
+  if (node->inputs && node->inputs->size >= 2) {
+    const TfLiteTensor* f = Tensor(ctx, node->inputs->data[1]);
+    if (f && f->name) filter_name = f->name;
+  }
+  if (node->outputs && node->outputs->size >= 1) {
+    const TfLiteTensor* o = Tensor(ctx, node->outputs->data[0]);
+    if (o && o->name) output_name = o->name;
+  }
+  std::string s;
+  std::snprintf(buf, sizeof(buf), "{\"node\": %d, \"op\": \"%s\", \"claimed\": %s, ", node_index,
+                OpName(builtin), op ? "true" : "false");
+  s += buf;
+  s += "\"filter\": \"" + JsonEscape(filter_name) + "\", ";
+  s += "\"output\": \"" + JsonEscape(output_name) + "\", ";
+  if (op) {
+    std::snprintf(buf, sizeof(buf),
+                  "\"n\": %d, \"block_sparsity\": %.6f, \"cout\": %d, \"cin\": %d, \"kh\": %d, "
+                  "\"kw\": %d, \"reason\": \"\"}",
+                  op->pf.n, op->sparsity, op->cout, op->cin, op->kh, op->kw);
+    s += buf;
+  } else {
+    s += "\"n\": 0, \"reason\": \"" + JsonEscape(reason.c_str()) + "\"}";
+  }
+  return s;
+}
+
+void WriteReport(DelegateData* d) {
+  if (d->opts.report_path.empty()) return;
+  std::string json = "{\"version\": \"";
+  json += kVersion;
+  json += "\", \"isa\": \"";
+  json += d->kernels->name;
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "\", \"num_threads\": %d, \"min_sparsity\": %.6f, \"nodes\": [",
+                d->opts.num_threads, d->opts.min_sparsity);
+  json += buf;
+  for (size_t i = 0; i < d->report_nodes.size(); ++i) {
+    if (i) json += ", ";
+    json += d->report_nodes[i];
+  }
+  json += "]}\n";
+  std::FILE* fp = std::fopen(d->opts.report_path.c_str(), "w");
+  if (fp == nullptr) return;
+  std::fwrite(json.data(), 1, json.size(), fp);
+  std::fclose(fp);
+}
+
+// ---- the delegate kernel (one per partition) ---------------------------------
+
+void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
+  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+  auto* d = static_cast<DelegateData*>(params->delegate->data_);
+  auto part = std::make_unique<Partition>();
+  part->data = d;
+  std::lock_guard<std::mutex> lock(d->mu);
+  for (int i = 0; i < params->nodes_to_replace->size; ++i) {
+    const int node_index = params->nodes_to_replace->data[i];
+    auto it = d->pending.find({ctx, node_index});
+    if (it == d->pending.end()) {
+      ctx->ReportError(ctx, "tsp delegate: node %d was not analysed at Prepare", node_index);
+      return nullptr;
+    }
+    part->ops.push_back(std::move(it->second));
+    d->pending.erase(it);
+  }
+  // Tensors produced by an op of the partition and not visible outside it.
+  for (const auto& op : part->ops) {
+    bool is_output = false;
+    for (int j = 0; j < params->output_tensors->size; ++j) {
+      if (params->output_tensors->data[j] == op->output) is_output = true;
+    }
+    if (!is_output) part->internal_tensors.push_back(op->output);
+  }
+  const int threads = d->pool ? d->pool->size() : 1;
+  part->scratch.resize(threads);
+  for (auto& op : part->ops) {
+    op->zeros = AlignedAlloc<float>(size_t(op->cin));
+    std::memset(op->zeros.get(), 0, sizeof(float) * size_t(op->cin));
+    for (auto& s : part->scratch) s.Reserve(ConvScratchSize(op->kh * op->kw));
+  }
+  return part.release();
+}
+
+void KernelFree(TfLiteContext* /*ctx*/, void* buffer) {
+  auto* part = static_cast<Partition*>(buffer);
+  if (part != nullptr && part->data->opts.log >= 2) {
+    for (const auto& op : part->ops) {
+      const double kept = 2.0 * double(op->pf.kept_blocks) * op->pf.n * op->pf.taps *
+                          double(op->geom.pixels());
+      const double t = op->calls ? op->seconds / double(op->calls) : 0.0;
+      std::fprintf(stderr,
+                   "tsp delegate: node %d %dx%d %d->%d 1x%d: %.3f ms/call over %lld calls, "
+                   "%.1f GFLOP/s on kept MACs\n",
+                   op->node_index, op->kh, op->kw, op->cin, op->cout, op->pf.n, t * 1e3,
+                   static_cast<long long>(op->calls), t > 0 ? kept / t * 1e-9 : 0.0);
+    }
+  }
+  delete part;
+}
+
+TfLiteStatus ResizeIfNeeded(TfLiteContext* ctx, int tensor_index, const std::vector<int>& shape) {
+  TfLiteTensor* t = &ctx->tensors[tensor_index];
+  bool same = t->dims != nullptr && t->dims->size == int(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = t->dims->data[i] == shape[i];
+  if (same) return kTfLiteOk;
+  if (ctx->ResizeTensorExplicit != nullptr) {
+    return ctx->ResizeTensorExplicit(ctx, t, int(shape.size()), shape.data());
+  }
+  // ResizeTensor takes ownership; the runtime frees it with free().
+  auto* arr = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (shape.size() + 1)));
+  arr->size = int(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) arr->data[i] = shape[i];
+  return ctx->ResizeTensor(ctx, t, arr);
+}
+
+TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* part = static_cast<Partition*>(node->user_data);
+  if (part == nullptr) return kTfLiteError;
+  for (auto& op : part->ops) {
+    const TfLiteTensor* in = &ctx->tensors[op->input];
+    if (in->dims == nullptr) return kTfLiteError;
+    ConvGeometry& g = op->geom;
+    g.cin = op->cin;
+    g.cout = op->cout;
+    g.kh = op->kh;
+    g.kw = op->kw;
+    std::vector<int> out_shape;
+    int act = 0;
+    if (op->builtin == kTfLiteBuiltinConv2d) {
+      if (in->dims->size != 4 || in->dims->data[3] != op->cin) {
+        ctx->ReportError(ctx, "tsp delegate: CONV_2D input shape does not match its filter");
+        return kTfLiteError;
+      }
+      g.batch = in->dims->data[0];
+      g.in_h = in->dims->data[1];
+      g.in_w = in->dims->data[2];
+      g.stride_h = op->conv.stride_height;
+      g.stride_w = op->conv.stride_width;
+      g.dil_h = op->conv.dilation_height_factor;
+      g.dil_w = op->conv.dilation_width_factor;
+      if (op->conv.padding == kTfLitePaddingSame) {
+        ComputeSamePadding(g.in_h, g.kh, g.stride_h, g.dil_h, &g.out_h, &g.pad_top);
+        ComputeSamePadding(g.in_w, g.kw, g.stride_w, g.dil_w, &g.out_w, &g.pad_left);
+      } else {
+        ComputeValidPadding(g.in_h, g.kh, g.stride_h, g.dil_h, &g.out_h, &g.pad_top);
+        ComputeValidPadding(g.in_w, g.kw, g.stride_w, g.dil_w, &g.out_w, &g.pad_left);
+      }
+      out_shape = {g.batch, g.out_h, g.out_w, g.cout};
+      act = op->conv.activation;
+    } else {
+      const int64_t total = NumElements(in->dims);
+      if (total % op->cin != 0) {
+        ctx->ReportError(ctx, "tsp delegate: FULLY_CONNECTED input size not a multiple of %d",
+                         op->cin);
+        return kTfLiteError;
+      }
+      const int m = int(total / op->cin);
+      g.batch = 1;
+      g.in_h = g.out_h = 1;
+      g.in_w = g.out_w = m;
+      g.stride_h = g.stride_w = g.dil_h = g.dil_w = 1;
+      g.pad_top = g.pad_left = 0;
+      if (op->fc.keep_num_dims) {
+        out_shape.assign(in->dims->data, in->dims->data + in->dims->size);
+        out_shape.back() = op->cout;
+      } else {
+        out_shape = {m, op->cout};
+      }
+      act = op->fc.activation;
+    }
+    ActivationRange(act, &g.act_min, &g.act_max);
+    if (op->pf.taps > 1 && op->plan_in_w != g.in_w) {
+      PrepareConvPlan(g, op->pf, &op->plan);
+      op->plan_in_w = g.in_w;
+    }
+    if (ResizeIfNeeded(ctx, op->output, out_shape) != kTfLiteOk) return kTfLiteError;
+  }
+  // Tensors internal to the partition are allocated by the arena as this
+  // node's temporaries (the runtime frees the array with free()).
+  auto* temps = static_cast<TfLiteIntArray*>(
+      std::malloc(sizeof(int) * (part->internal_tensors.size() + 1)));
+  temps->size = int(part->internal_tensors.size());
+  for (size_t i = 0; i < part->internal_tensors.size(); ++i) {
+    temps->data[i] = part->internal_tensors[i];
+  }
+  if (node->temporaries != nullptr) std::free(node->temporaries);
+  node->temporaries = temps;
+  return kTfLiteOk;
+}
+
+TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
+  auto* part = static_cast<Partition*>(node->user_data);
+  DelegateData* d = part->data;
+  for (auto& op : part->ops) {
+    const float* in = ctx->tensors[op->input].data.f;
+    float* out = ctx->tensors[op->output].data.f;
+    if (in == nullptr || out == nullptr) {
+      ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
+      return kTfLiteError;
+    }
+    if (d->opts.log >= 2) {
+      const auto t0 = std::chrono::steady_clock::now();
+      RunSparseConv(op->geom, op->pf, *d->kernels, in, out, op->zeros.get(),
+                    part->scratch.data(), d->pool.get(), &op->plan);
+      op->seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++op->calls;
+    } else {
+      RunSparseConv(op->geom, op->pf, *d->kernels, in, out, op->zeros.get(),
+                    part->scratch.data(), d->pool.get(), &op->plan);
+    }
+  }
+  return kTfLiteOk;
+}
+
+// ---- delegate Prepare ----------------------------------------------------------
+
+TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
+  auto* d = static_cast<DelegateData*>(delegate->data_);
+  TfLiteIntArray* plan = nullptr;
+  if (ctx->GetExecutionPlan(ctx, &plan) != kTfLiteOk || plan == nullptr) return kTfLiteError;
+  std::vector<int> plan_nodes(plan->data, plan->data + plan->size);
+  std::vector<int> claimed;
+  std::unique_lock<std::mutex> lock(d->mu);
+  for (int node_index : plan_nodes) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
+      return kTfLiteError;
+    }
+    const int builtin = reg->builtin_code;
+    if (builtin != kTfLiteBuiltinConv2d && builtin != kTfLiteBuiltinFullyConnected) {
+      if (builtin == kTfLiteBuiltinDepthwiseConv2d) {
+        d->report_nodes.push_back(
+            ReportEntry(ctx, node_index, builtin, nullptr, "op not supported", node));
+      }
+      continue;
+    }
+    std::string reason;
+    std::unique_ptr<OpInfo> op = Analyse(ctx, node_index, node, builtin, d->opts, *d->kernels, &reason);
+    d->report_nodes.push_back(ReportEntry(ctx, node_index, builtin, op.get(), reason, node));
+    if (d->opts.log) {
+      std::fprintf(stderr, "tsp delegate: node %d %s %s%s\n", node_index, OpName(builtin),
+                   op ? "claimed" : "declined: ", op ? "" : reason.c_str());
+    }
+    if (op) {
+      claimed.push_back(node_index);
+      d->pending[{ctx, node_index}] = std::move(op);
+    }
+  }
+  WriteReport(d);
+  if (claimed.empty()) return kTfLiteOk;
+  TfLiteRegistration reg{};
+  reg.init = KernelInit;
+  reg.free = KernelFree;
+  reg.prepare = KernelPrepare;
+  reg.invoke = KernelInvoke;
+  reg.custom_name = "TspSparse1xN";
+  reg.version = 1;
+  std::vector<int> arr_storage(claimed.size() + 1);
+  auto* arr = reinterpret_cast<TfLiteIntArray*>(arr_storage.data());
+  arr->size = int(claimed.size());
+  for (size_t i = 0; i < claimed.size(); ++i) arr->data[i] = claimed[i];
+  lock.unlock();  // KernelInit (called from here) takes the lock
+  return ctx->ReplaceNodeSubsetsWithDelegateKernels(ctx, reg, arr, delegate);
+}
+
+bool ParseInt(const char* s, int* out) {
+  char* end = nullptr;
+  long v = std::strtol(s, &end, 10);
+  if (end == s || *end != '\0') return false;
+  *out = int(v);
+  return true;
+}
+
+bool ParseDouble(const char* s, double* out) {
+  char* end = nullptr;
+  double v = std::strtod(s, &end);
+  if (end == s || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+}  // namespace tsp
+
+TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values,
+                                                         size_t num_options,
+                                                         void (*report_error)(const char*)) {
+  using namespace tsp;
+  auto fail = [&](const std::string& msg) -> TfLiteDelegate* {
+    std::string full = "tsp delegate: " + msg;
+    if (report_error) report_error(full.c_str());
+    else std::fprintf(stderr, "%s\n", full.c_str());
+    return nullptr;
+  };
+  Options opts;
+  for (size_t i = 0; i < num_options; ++i) {
+    const std::string key = keys[i] ? keys[i] : "";
+    const char* val = values[i] ? values[i] : "";
+    if (key == "num_threads") {
+      if (!ParseInt(val, &opts.num_threads) || opts.num_threads < 1 || opts.num_threads > 256) {
+        return fail(std::string("option num_threads must be an integer in [1, 256], got '") +
+                    val + "'");
+      }
+    } else if (key == "min_sparsity") {
+      if (!ParseDouble(val, &opts.min_sparsity) || !(opts.min_sparsity >= 0.0) ||
+          !(opts.min_sparsity <= 1.0)) {
+        return fail(std::string("option min_sparsity must be a number in [0, 1], got '") + val +
+                    "'");
+      }
+    } else if (key == "width_aware") {
+      if (!ParseInt(val, &opts.width_aware) || opts.width_aware < 0 || opts.width_aware > 1) {
+        return fail(std::string("option width_aware must be 0 or 1, got '") + val + "'");
+      }
+    } else if (key == "isa") {
+      opts.isa = val;
+    } else if (key == "report_path") {
+      opts.report_path = val;
+    } else if (key == "log") {
+      if (!ParseInt(val, &opts.log) || opts.log < 0 || opts.log > 2) {
+        return fail(std::string("option log must be 0, 1 or 2, got '") + val + "'");
+      }
+    } else {
+      return fail("unknown option '" + key +
+                  "' (valid: num_threads, min_sparsity, width_aware, isa, report_path, log)");
+    }
+  }
+  const KernelSet* ks = SelectKernels(opts.isa);
+  if (ks == nullptr) {
+    return fail("option isa '" + opts.isa +
+                "' is unknown or not supported by this CPU/build (valid: auto, scalar, avx2, "
+                "avx512 on x86-64; neon on aarch64)");
+  }
+  auto* d = new DelegateData();
+  d->opts = opts;
+  d->kernels = ks;
+  if (opts.num_threads > 1) d->pool = std::make_unique<ThreadPool>(opts.num_threads);
+  TfLiteDelegate& del = d->delegate;
+  std::memset(&del, 0, sizeof(del));
+  del.data_ = d;
+  del.Prepare = DelegatePrepare;
+  // Keras models converted with a None batch carry dynamic-shape ops; without
+  // this flag ModifyGraphWithDelegate fails before Prepare is called.
+  del.flags = kTfLiteDelegateFlagsAllowDynamicTensors;
+  del.opaque_delegate_builder = nullptr;
+  return &del;
+}
+
+TSP_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
+  if (delegate == nullptr) return;
+  delete static_cast<tsp::DelegateData*>(delegate->data_);
+}
+
+// Small introspection helpers for Python (ctypes) and tests.
+TSP_EXPORT const char* tsp_delegate_version() { return tsp::kVersion; }
+
+TSP_EXPORT double tsp_delegate_default_min_sparsity() { return tsp::kDefaultMinSparsity; }
+
+// 1 if the named instruction-set path is built in and runs on this CPU.
+TSP_EXPORT int tsp_delegate_isa_available(const char* isa) {
+  return tsp::SelectKernels(isa ? isa : "") != nullptr ? 1 : 0;
+}
+
+// Lane fraction of the 1xN kernel of a path (1.0 if the path is unavailable).
+TSP_EXPORT double tsp_delegate_lane_fraction(const char* isa, int n) {
+  const tsp::KernelSet* ks = tsp::SelectKernels(isa ? isa : "");
+  if (ks == nullptr) return 1.0;
+  for (int i = 0; i < 4; ++i) {
+    if (tsp::kBlockSizes[i] == n) return ks->lane_fraction[i];
+  }
+  return 1.0;
+}
+
+// Name of the path "auto" selects on this CPU.
+TSP_EXPORT const char* tsp_delegate_auto_isa() { return tsp::SelectKernels("auto")->name; }

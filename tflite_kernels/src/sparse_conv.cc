@@ -1,0 +1,431 @@
+#include "sparse_conv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "thread_pool.h"
+
+namespace tsp {
+
+namespace {
+
+// Zero flags of the 1x4 blocks: z[g * cin + c] for output group g of 4.
+std::vector<uint8_t> ZeroBlocks4(const float* filter, int cout, int taps, int cin) {
+  const int groups = cout / 4;
+  std::vector<uint8_t> z(size_t(groups) * cin, 1);
+  for (int o = 0; o < groups * 4; ++o) {
+    const float* fo = filter + size_t(o) * taps * cin;
+    uint8_t* zg = z.data() + size_t(o / 4) * cin;
+    for (int t = 0; t < taps; ++t) {
+      const float* ft = fo + size_t(t) * cin;
+      for (int c = 0; c < cin; ++c) {
+        if (ft[c] != 0.0f) zg[c] = 0;
+      }
+    }
+  }
+  return z;
+}
+
+// Block sparsity at every supported N (index as kBlockSizes), -1 if N does not
+// divide cout.
+void AllSparsities(const float* filter, int cout, int taps, int cin, double out[4]) {
+  for (int i = 0; i < 4; ++i) out[i] = -1.0;
+  if (cout % 4 != 0 || cin <= 0) return;
+  std::vector<uint8_t> z = ZeroBlocks4(filter, cout, taps, cin);
+  int groups = cout / 4;
+  for (int i = 0; i < 4; ++i) {
+    if (i > 0) {
+      if (groups % 2 != 0) break;
+      groups /= 2;
+      std::vector<uint8_t> z2(size_t(groups) * cin);
+      for (int g = 0; g < groups; ++g) {
+        for (int c = 0; c < cin; ++c) {
+          z2[size_t(g) * cin + c] = z[size_t(2 * g) * cin + c] & z[size_t(2 * g + 1) * cin + c];
+        }
+      }
+      z.swap(z2);
+    }
+    int64_t zeros = 0;
+    for (uint8_t v : z) zeros += v;
+    out[i] = double(zeros) / double(z.size());
+  }
+}
+
+}  // namespace
+
+double BlockSparsity(const float* filter, int cout, int taps, int cin, int n) {
+  double s[4];
+  AllSparsities(filter, cout, taps, cin, s);
+  for (int i = 0; i < 4; ++i) {
+    if (kBlockSizes[i] == n) return s[i];
+  }
+  return -1.0;
+}
+
+BlockChoice ChooseBlockSize(const float* filter, int cout, int taps, int cin,
+                            const double min_by_n[4], double tolerance) {
+  BlockChoice choice;
+  if (cout % 4 != 0) {
+    choice.reason = "output channels (" + std::to_string(cout) + ") not a multiple of 4";
+    return choice;
+  }
+  double s[4];
+  AllSparsities(filter, cout, taps, cin, s);
+  const double finest = s[0];
+  int best = 0;
+  for (int i = 3; i >= 0; --i) {
+    if (s[i] >= 0 && s[i] >= finest - tolerance) {
+      best = i;
+      break;
+    }
+  }
+  choice.sparsity = s[best];
+  if (s[best] >= min_by_n[best]) {
+    choice.n = kBlockSizes[best];
+    return choice;
+  }
+  char buf[200];
+  std::snprintf(buf, sizeof(buf), "1x%d block sparsity %.3f below the threshold %.3f (min_sparsity)",
+                kBlockSizes[best], s[best], min_by_n[best]);
+  choice.reason = buf;
+  return choice;
+}
+
+BlockChoice ChooseBlockSize(const float* filter, int cout, int taps, int cin,
+                            double min_sparsity, double tolerance) {
+  const double t[4] = {min_sparsity, min_sparsity, min_sparsity, min_sparsity};
+  return ChooseBlockSize(filter, cout, taps, cin, t, tolerance);
+}
+
+void WidthAwareThresholds(double min_sparsity, const double lane_fraction[4], double out[4]) {
+  for (int i = 0; i < 4; ++i) out[i] = 1.0 - (1.0 - min_sparsity) * lane_fraction[i];
+}
+
+PackedFilter PackFilter(const float* filter, const float* bias, int cout, int kh, int kw,
+                        int cin, int n) {
+  PackedFilter pf;
+  pf.n = n;
+  pf.rows = cout / n;
+  pf.kh = kh;
+  pf.kw = kw;
+  pf.taps = kh * kw;
+  pf.cin = cin;
+  const int taps = pf.taps;
+  pf.row_ptr.assign(pf.rows + 1, 0);
+  std::vector<int32_t> kept;
+  kept.reserve(size_t(pf.rows) * cin);
+  for (int r = 0; r < pf.rows; ++r) {
+    for (int c = 0; c < cin; ++c) {
+      bool nonzero = false;
+      for (int j = 0; j < n && !nonzero; ++j) {
+        const float* fo = filter + size_t(r * n + j) * taps * cin;
+        for (int t = 0; t < taps; ++t) {
+          if (fo[size_t(t) * cin + c] != 0.0f) {
+            nonzero = true;
+            break;
+          }
+        }
+      }
+      if (nonzero) kept.push_back(c);
+    }
+    pf.row_ptr[r + 1] = int32_t(kept.size());
+  }
+  pf.kept_blocks = int64_t(kept.size());
+  pf.idx = AlignedAlloc<int32_t>(kept.size());
+  if (!kept.empty()) std::memcpy(pf.idx.get(), kept.data(), kept.size() * sizeof(int32_t));
+  pf.w = AlignedAlloc<float>(kept.size() * size_t(taps) * n);
+  for (int r = 0; r < pf.rows; ++r) {
+    const int k0 = pf.row_ptr[r];
+    const int k = pf.row_ptr[r + 1] - k0;
+    float* wr = pf.w.get() + size_t(k0) * taps * n;
+    for (int t = 0; t < taps; ++t) {
+      for (int j = 0; j < k; ++j) {
+        const int c = kept[k0 + j];
+        float* dst = wr + (size_t(t) * k + j) * n;
+        for (int o = 0; o < n; ++o) {
+          dst[o] = filter[(size_t(r * n + o) * taps + t) * cin + c];
+        }
+      }
+    }
+  }
+  pf.bias = AlignedAlloc<float>(size_t(cout));
+  for (int o = 0; o < cout; ++o) pf.bias[o] = bias ? bias[o] : 0.0f;
+  return pf;
+}
+
+std::vector<float> UnpackFilter(const PackedFilter& pf) {
+  const int taps = pf.taps, n = pf.n, cin = pf.cin;
+  std::vector<float> f(size_t(pf.cout()) * taps * cin, 0.0f);
+  for (int r = 0; r < pf.rows; ++r) {
+    const int k0 = pf.row_ptr[r];
+    const int k = pf.row_ptr[r + 1] - k0;
+    const float* wr = pf.w.get() + size_t(k0) * taps * n;
+    for (int t = 0; t < taps; ++t) {
+      for (int j = 0; j < k; ++j) {
+        const int c = pf.idx[k0 + j];
+        for (int o = 0; o < n; ++o) {
+          f[(size_t(r * n + o) * taps + t) * cin + c] = wr[(size_t(t) * k + j) * n + o];
+        }
+      }
+    }
+  }
+  return f;
+}
+
+void ComputeSamePadding(int in, int k, int stride, int dil, int* out, int* pad_before) {
+  const int eff = (k - 1) * dil + 1;
+  *out = (in + stride - 1) / stride;
+  const int total = std::max((*out - 1) * stride + eff - in, 0);
+  *pad_before = total / 2;
+}
+
+void ComputeValidPadding(int in, int k, int stride, int dil, int* out, int* pad_before) {
+  const int eff = (k - 1) * dil + 1;
+  *out = in >= eff ? (in - eff + stride) / stride : 0;
+  *pad_before = 0;
+}
+
+void ConvScratch::Reserve(size_t n) {
+  if (n <= capacity) return;
+  ptrs = AlignedAlloc<const float*>(n);
+  capacity = n;
+}
+
+namespace {
+
+constexpr int kMaxTilesPerChunk = kConvMaxTilesPerChunk;
+
+struct ConvJob {
+  const ConvGeometry* g;
+  const PackedFilter* pf;
+  const int32_t* comb;  // plan offsets, or null
+  const UKernel* uk;
+  const float* input;
+  float* output;
+  const float* zeros;
+  ConvScratch* scratch;
+  int64_t tiles;         // full tiles of P pixels
+  int64_t tail_pixels;   // pixels after the full tiles
+  int64_t tiles_per_chunk;
+  int64_t chunks;        // pixel chunks (the tail is the last chunk's extra)
+  int rows_per_group;
+  int row_groups;
+  int rows_per_block;  // rows whose weights are reused across a chunk's tiles
+};
+
+// Fills ptrs[t * P + p] for pixels m0 .. m0 + count - 1 (count <= P; the
+// stride between taps is P).
+inline void BuildIndirection(const ConvGeometry& g, const float* input, const float* zeros,
+                             int64_t m0, int count, int P, const float** ptrs) {
+  const int64_t plane = int64_t(g.out_h) * g.out_w;
+  int64_t b = m0 / plane;
+  int64_t rem = m0 - b * plane;
+  int oy = int(rem / g.out_w);
+  int ox = int(rem - int64_t(oy) * g.out_w);
+  for (int p = 0; p < count; ++p) {
+    const float* base = input + size_t(b) * g.in_h * g.in_w * g.cin;
+    const int iy0 = oy * g.stride_h - g.pad_top;
+    const int ix0 = ox * g.stride_w - g.pad_left;
+    int t = 0;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = iy0 + ky * g.dil_h;
+      const bool row_ok = iy >= 0 && iy < g.in_h;
+      for (int kx = 0; kx < g.kw; ++kx, ++t) {
+        const int ix = ix0 + kx * g.dil_w;
+        ptrs[t * P + p] = (row_ok && ix >= 0 && ix < g.in_w)
+                              ? base + (size_t(iy) * g.in_w + ix) * g.cin
+                              : zeros;
+      }
+    }
+    if (++ox == g.out_w) {
+      ox = 0;
+      if (++oy == g.out_h) {
+        oy = 0;
+        ++b;
+      }
+    }
+  }
+}
+
+void RunTask(void* ctx, int64_t task, int thread) {
+  const ConvJob& job = *static_cast<const ConvJob*>(ctx);
+  const ConvGeometry& g = *job.g;
+  const PackedFilter& pf = *job.pf;
+  const UKernel& uk = *job.uk;
+  const int P = uk.p;
+  const int taps = pf.taps;
+  const int n = pf.n;
+  const int64_t chunk = task / job.row_groups;
+  const int rg = int(task - chunk * job.row_groups);
+  const int r0 = rg * job.rows_per_group;
+  const int r1 = std::min(pf.rows, r0 + job.rows_per_group);
+  const float** ptrs = job.scratch[thread].ptrs.get();
+  const int64_t cout = g.cout;
+  const int64_t t0 = chunk * job.tiles_per_chunk;
+  const int64_t t1 = std::min(job.tiles, t0 + job.tiles_per_chunk);
+  const int64_t plane = int64_t(g.out_h) * g.out_w;
+  // Indirection for every tile of the chunk, built once: ptrs + i * taps * P
+  // holds tile i's pointers; interior tiles (one output row, no padding) keep
+  // only their P pixel pointers and run all taps through the plan's offsets.
+  bool interior[kMaxTilesPerChunk];
+  for (int64_t tile = t0; tile < t1; ++tile) {
+    const int64_t i = tile - t0;
+    const int64_t m0 = tile * P;
+    const float** tp = ptrs + i * taps * P;
+    interior[i] = false;
+    if (job.comb != nullptr && taps > 1) {
+      const int64_t b = m0 / plane;
+      const int64_t rem = m0 - b * plane;
+      const int oy = int(rem / g.out_w);
+      const int ox0 = int(rem - int64_t(oy) * g.out_w);
+      const int iy0 = oy * g.stride_h - g.pad_top;
+      const int ix0 = ox0 * g.stride_w - g.pad_left;
+      if (ox0 + P <= g.out_w && iy0 >= 0 && iy0 + (g.kh - 1) * g.dil_h < g.in_h && ix0 >= 0 &&
+          ix0 + (P - 1) * g.stride_w + (g.kw - 1) * g.dil_w < g.in_w) {
+        const float* base =
+            job.input + ((size_t(b) * g.in_h + iy0) * g.in_w + ix0) * size_t(g.cin);
+        for (int p = 0; p < P; ++p) tp[p] = base + size_t(p) * g.stride_w * g.cin;
+        interior[i] = true;
+        continue;
+      }
+    }
+    BuildIndirection(g, job.input, job.zeros, m0, P, P, tp);
+  }
+  // Rows in blocks whose packed weights stay cache-resident while every tile
+  // of the chunk uses them.
+  for (int rb0 = r0; rb0 < r1; rb0 += job.rows_per_block) {
+    const int rb1 = std::min(r1, rb0 + job.rows_per_block);
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      const int64_t i = tile - t0;
+      const float* const* tp = ptrs + i * taps * P;
+      float* out = job.output + tile * P * cout;
+      if (interior[i]) {
+        for (int r = rb0; r < rb1; ++r) {
+          const int k0 = pf.row_ptr[r];
+          uk.run((pf.row_ptr[r + 1] - k0) * taps, job.comb + size_t(k0) * taps,
+                 pf.w.get() + size_t(k0) * taps * n, 1, tp, pf.bias.get() + size_t(r) * n,
+                 out + size_t(r) * n, cout, g.act_min, g.act_max);
+        }
+      } else {
+        for (int r = rb0; r < rb1; ++r) {
+          const int k0 = pf.row_ptr[r];
+          uk.run(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
+                 taps, tp, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
+                 g.act_min, g.act_max);
+        }
+      }
+    }
+  }
+  if (chunk == job.chunks - 1) {
+    for (int64_t i = 0; i < job.tail_pixels; ++i) {
+      const int64_t m = job.tiles * P + i;
+      BuildIndirection(g, job.input, job.zeros, m, 1, 1, ptrs);
+      float* out = job.output + m * cout;
+      for (int r = r0; r < r1; ++r) {
+        const int k0 = pf.row_ptr[r];
+        uk.run1(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
+                taps, ptrs, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
+                g.act_min, g.act_max);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSet& ks,
+                   const float* input, float* output, const float* zeros,
+                   ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan) {
+  ConvJob job;
+  job.g = &g;
+  job.pf = &pf;
+  job.comb = (plan != nullptr && plan->valid) ? plan->tap_channel_offset.get() : nullptr;
+  job.uk = ks.ForN(pf.n);
+  job.input = input;
+  job.output = output;
+  job.zeros = zeros;
+  job.scratch = scratch;
+  const int P = job.uk->p;
+  const int64_t pixels = g.pixels();
+  job.tiles = pixels / P;
+  job.tail_pixels = pixels - job.tiles * P;
+  // Small layers run on the calling thread: waking the workers costs more.
+  const double kept_macs = double(pf.kept_blocks) * pf.taps * pf.n * double(pixels);
+  if (kept_macs < g.min_parallel_macs) pool = nullptr;
+  const int threads = pool ? pool->size() : 1;
+  // Chunks of up to 4 tiles; with several threads and few chunks, rows are
+  // split too so every thread gets work.
+  // Weight blocks of about 64 KiB (L1/L2 resident) are reused by every tile of
+  // a chunk; layers with large weights get larger chunks so the weights are
+  // streamed from L3 fewer times.
+  const double weight_bytes = double(pf.kept_blocks) * pf.taps * pf.n * sizeof(float);
+  const double row_bytes = weight_bytes / std::max(1, pf.rows);
+  job.rows_per_block = std::max(1, int(std::min<double>(pf.rows, 65536.0 / std::max(1.0, row_bytes))));
+  job.tiles_per_chunk = weight_bytes > 262144.0 ? kMaxTilesPerChunk : 4;
+  job.chunks = std::max<int64_t>(1, (job.tiles + job.tiles_per_chunk - 1) / job.tiles_per_chunk);
+  job.row_groups = 1;
+  if (threads > 1 && job.chunks < 4 * threads) {
+    job.row_groups = int(std::min<int64_t>(pf.rows, (4 * threads + job.chunks - 1) / job.chunks));
+  }
+  job.rows_per_group = (pf.rows + job.row_groups - 1) / job.row_groups;
+  job.row_groups = (pf.rows + job.rows_per_group - 1) / job.rows_per_group;
+  const int64_t tasks = job.chunks * job.row_groups;
+  if (pool != nullptr && threads > 1) {
+    pool->ParallelFor(tasks, &RunTask, &job);
+  } else {
+    for (int64_t t = 0; t < tasks; ++t) RunTask(&job, t, 0);
+  }
+}
+
+void PrepareConvPlan(const ConvGeometry& g, const PackedFilter& pf, ConvPlan* plan) {
+  plan->valid = false;
+  const int taps = pf.taps;
+  const int64_t max_off =
+      (int64_t((pf.kh - 1) * g.dil_h) * g.in_w + int64_t(pf.kw - 1) * g.dil_w + 1) * g.cin;
+  if (max_off >= int64_t(1) << 31) return;
+  plan->tap_channel_offset = AlignedAlloc<int32_t>(size_t(pf.kept_blocks) * taps);
+  int32_t* off = plan->tap_channel_offset.get();
+  for (int r = 0; r < pf.rows; ++r) {
+    const int k0 = pf.row_ptr[r];
+    const int k = pf.row_ptr[r + 1] - k0;
+    for (int t = 0; t < taps; ++t) {
+      const int ky = t / pf.kw, kx = t % pf.kw;
+      const int32_t tap_off = int32_t((int64_t(ky) * g.dil_h * g.in_w + int64_t(kx) * g.dil_w) * g.cin);
+      for (int j = 0; j < k; ++j) {
+        off[size_t(k0) * taps + size_t(t) * k + j] = tap_off + pf.idx[k0 + j];
+      }
+    }
+  }
+  plan->valid = true;
+}
+
+void ReferenceConv(const ConvGeometry& g, const float* input, const float* filter,
+                   const float* bias, float* output) {
+  for (int b = 0; b < g.batch; ++b) {
+    for (int oy = 0; oy < g.out_h; ++oy) {
+      for (int ox = 0; ox < g.out_w; ++ox) {
+        for (int o = 0; o < g.cout; ++o) {
+          double acc = bias ? bias[o] : 0.0;
+          for (int ky = 0; ky < g.kh; ++ky) {
+            const int iy = oy * g.stride_h - g.pad_top + ky * g.dil_h;
+            if (iy < 0 || iy >= g.in_h) continue;
+            for (int kx = 0; kx < g.kw; ++kx) {
+              const int ix = ox * g.stride_w - g.pad_left + kx * g.dil_w;
+              if (ix < 0 || ix >= g.in_w) continue;
+              const float* x = input + ((size_t(b) * g.in_h + iy) * g.in_w + ix) * g.cin;
+              const float* f = filter + ((size_t(o) * g.kh + ky) * g.kw + kx) * g.cin;
+              for (int c = 0; c < g.cin; ++c) acc += double(x[c]) * double(f[c]);
+            }
+          }
+          float v = float(acc);
+          v = std::min(std::max(v, g.act_min), g.act_max);
+          output[((size_t(b) * g.out_h + oy) * g.out_w + ox) * g.cout + o] = v;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace tsp

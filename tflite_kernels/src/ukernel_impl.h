@@ -1,0 +1,131 @@
+// The implicit-GEMM 1xN micro-kernel, written once over a vector-traits type.
+//
+// Included by each instruction-set translation unit inside an anonymous
+// namespace, after defining the traits; each unit is compiled with its own
+// target flags, so the template instances never mix across instruction sets.
+//
+// A traits type VT provides: `reg` (a register of VT::kWidth floats), and
+// static zero(), load(const float*), bcast(const float*), fma(a, b, c)
+// (= a * b + c), max(a, b), min(a, b), splat(float), store(float*, reg).
+#ifndef TSP_UKERNEL_IMPL_H_
+#define TSP_UKERNEL_IMPL_H_
+
+#include <cstdint>
+
+#include "sparse_conv.h"
+
+#define TSP_UNROLL _Pragma("GCC unroll 32")
+
+// P output pixels x (V * VT::kWidth) output channels of one block row. For
+// each tap and each kept input channel: V weight vectors are loaded once and
+// multiplied by the broadcast input value of each of the P pixels.
+template <class VT, int V, int P>
+static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
+                            const float* const* in, const float* bias, float* out,
+                            int64_t out_stride, float lo, float hi) {
+  constexpr int W = VT::kWidth;
+  constexpr int N = V * W;
+  typename VT::reg acc[P][V];
+  TSP_UNROLL for (int v = 0; v < V; ++v) {
+    typename VT::reg b = VT::load(bias + v * W);
+    TSP_UNROLL for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  // With one vector per pixel, a second accumulator set (odd j) doubles the
+  // independent FMA chains, hiding the FMA latency.
+  constexpr bool kSplit = (V == 1) && VT::kSplitK;
+  typename VT::reg acc2[kSplit ? P : 1][V];
+  if (kSplit) {
+    TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) acc2[p][0] = VT::zero();
+  }
+  for (int t = 0; t < taps; ++t) {
+    const float* ip[P];
+    TSP_UNROLL for (int p = 0; p < P; ++p) ip[p] = in[t * P + p];
+    int j = 0;
+    if (kSplit) {
+      for (; j + 2 <= k; j += 2) {
+        const int32_t c0 = idx[j];
+        const int32_t c1 = idx[j + 1];
+        const typename VT::reg w0 = VT::load(w);
+        const typename VT::reg w1 = VT::load(w + N);
+        w += 2 * N;
+        TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) {
+          acc[p][0] = VT::fma(VT::bcast(ip[p] + c0), w0, acc[p][0]);
+          acc2[p][0] = VT::fma(VT::bcast(ip[p] + c1), w1, acc2[p][0]);
+        }
+      }
+    }
+    for (; j < k; ++j) {
+      const int32_t c = idx[j];
+      typename VT::reg wv[V];
+      TSP_UNROLL for (int v = 0; v < V; ++v) wv[v] = VT::load(w + v * W);
+      w += N;
+      TSP_UNROLL for (int p = 0; p < P; ++p) {
+        typename VT::reg x = VT::bcast(ip[p] + c);
+        TSP_UNROLL for (int v = 0; v < V; ++v) acc[p][v] = VT::fma(x, wv[v], acc[p][v]);
+      }
+    }
+  }
+  if (kSplit) {
+    TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) {
+      acc[p][0] = VT::add(acc[p][0], acc2[p][0]);
+    }
+  }
+  const typename VT::reg vlo = VT::splat(lo);
+  const typename VT::reg vhi = VT::splat(hi);
+  TSP_UNROLL for (int p = 0; p < P; ++p) {
+    TSP_UNROLL for (int v = 0; v < V; ++v) {
+      VT::store(out + p * out_stride + v * W, VT::min(VT::max(acc[p][v], vlo), vhi));
+    }
+  }
+}
+
+// One pixel: the k loop is split over two accumulator sets to halve the FMA
+// dependency chain (matters for FULLY_CONNECTED at batch 1).
+template <class VT, int V>
+static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps,
+                             const float* const* in, const float* bias, float* out,
+                             int64_t /*out_stride*/, float lo, float hi) {
+  constexpr int W = VT::kWidth;
+  constexpr int N = V * W;
+  typename VT::reg a0[V], a1[V];
+  TSP_UNROLL for (int v = 0; v < V; ++v) {
+    a0[v] = VT::load(bias + v * W);
+    a1[v] = VT::zero();
+  }
+  for (int t = 0; t < taps; ++t) {
+    const float* ip = in[t];
+    int j = 0;
+    for (; j + 2 <= k; j += 2) {
+      typename VT::reg x0 = VT::bcast(ip + idx[j]);
+      typename VT::reg x1 = VT::bcast(ip + idx[j + 1]);
+      TSP_UNROLL for (int v = 0; v < V; ++v) {
+        a0[v] = VT::fma(x0, VT::load(w + v * W), a0[v]);
+        a1[v] = VT::fma(x1, VT::load(w + N + v * W), a1[v]);
+      }
+      w += 2 * N;
+    }
+    if (j < k) {
+      typename VT::reg x0 = VT::bcast(ip + idx[j]);
+      TSP_UNROLL for (int v = 0; v < V; ++v) a0[v] = VT::fma(x0, VT::load(w + v * W), a0[v]);
+      w += N;
+    }
+  }
+  const typename VT::reg vlo = VT::splat(lo);
+  const typename VT::reg vhi = VT::splat(hi);
+  TSP_UNROLL for (int v = 0; v < V; ++v) {
+    typename VT::reg s = VT::add(a0[v], a1[v]);
+    VT::store(out + v * W, VT::min(VT::max(s, vlo), vhi));
+  }
+}
+
+template <class VT, int N, int P>
+static tsp::UKernel MakeUKernel() {
+  static_assert(N % VT::kWidth == 0, "N must be a multiple of the vector width");
+  tsp::UKernel u;
+  u.p = P;
+  u.run = &SparseRowKernel<VT, N / VT::kWidth, P>;
+  u.run1 = &SparseRowKernel1<VT, N / VT::kWidth>;
+  return u;
+}
+
+#endif  // TSP_UKERNEL_IMPL_H_
