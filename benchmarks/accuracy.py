@@ -95,6 +95,13 @@ def _variants() -> dict[str, tuple[str, Callable | None]]:
             "subp",
             subp(16, 0.75, criterion=criterion),
         )
+    # Algorithm 1 line 9 (score the trained W, mask reset to 1) instead of SPEC's W * M,
+    # with importance and with random regrowth
+    table["subp_1x16_0.75_score_weights"] = ("subp", subp(16, 0.75, score_on="weights"))
+    table["subp_1x16_0.75_score_weights_regrow_random"] = (
+        "subp",
+        subp(16, 0.75, score_on="weights", regrow="random"),
+    )
     return table
 
 

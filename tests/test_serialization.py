@@ -38,6 +38,7 @@ EXAMPLES = {
         regrow="random",
         seed=3,
         pad=True,
+        score_on="weights",
     ),
     "PruneWrapper": lambda: tsp.PruneWrapper(
         keras.layers.Dense(16, name="d"), tsp.Magnitude(0.5, tsp.OneByN(8))

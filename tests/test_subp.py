@@ -394,3 +394,38 @@ def test_config_round_trips_exactly():
     assert type(again) is SUBP and again.get_config() == config
     l1 = SUBP(0.5, criterion="l1")
     assert SUBP.from_config(l1.get_config()).get_config() == l1.get_config()
+
+
+def test_score_on_weights_lets_softly_pruned_blocks_compete_again():
+    """Algorithm 1 line 9: with score_on="weights" a pruned block whose trained weights
+    grew large is kept at the next update; with "masked" it scores as a zero block."""
+    from tf_sparse_prune.wrappers import collect_wrappers
+
+    kept = {}
+    for score_on in ("masked", "weights"):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, use_bias=False)])
+        pruner = SUBP(
+            0.5,
+            n=2,
+            criterion="l2",
+            regrow="none",
+            regrow_start_epoch=0,
+            regrow_end_epoch=5,
+            score_on=score_on,
+        )
+        pruned = tsp.prune_model(model, pruner)
+        (w,) = collect_wrappers(pruned)
+        w.layer.kernel.assign(
+            np.array([[1.0, 1.0], [0.9, 0.9], [0.1, 0.1], [0.2, 0.2]], np.float32)
+        )
+        pruner._end = 5
+        pruner.update_masks([w], 1)  # keeps inputs 0 and 1
+        np.testing.assert_array_equal(w.masks[0].numpy(), [[1, 1, 0, 0]])
+        # soft phase: the pruned input 3 trained to a large weight meanwhile
+        w.layer.kernel.assign(
+            np.array([[1.0, 1.0], [0.9, 0.9], [0.1, 0.1], [5.0, 5.0]], np.float32)
+        )
+        pruner.update_masks([w], 2)
+        kept[score_on] = w.masks[0].numpy().tolist()
+    assert kept["masked"] == [[1, 1, 0, 0]]
+    assert kept["weights"] == [[1, 0, 0, 1]]

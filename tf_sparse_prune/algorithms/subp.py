@@ -54,10 +54,15 @@ from tf_sparse_prune.schedules import REGROW_DECAYS, _check_fraction, regrow_fac
 from tf_sparse_prune.scoring import BPAR, Scorer, get_scorer
 from tf_sparse_prune.structures import OneByN, StructureError
 
-__all__ = ["REGROW_MODES", "SUBP", "pruned_per_row", "uniform_prune_regrow"]
+__all__ = ["REGROW_MODES", "SCORE_ON", "SUBP", "pruned_per_row", "uniform_prune_regrow"]
 
 #: how pruned blocks are regrown: importance-sampled (the method), uniformly, or not at all
 REGROW_MODES = ("importance", "random", "none")
+
+#: what the block scores are computed on: the masked kernel ``W * M`` (SPEC §5, the
+#: official code) or the whole trained kernel ``W`` (Algorithm 1 line 9 resets the mask
+#: to 1 before scoring, so blocks pruned softly compete again with their trained weights)
+SCORE_ON = ("masked", "weights")
 
 #: fraction of fit's epochs used as t_e when ``regrow_end_epoch=None``
 AUTO_END_FRACTION = 0.6
@@ -177,6 +182,9 @@ class SUBP(PruningAlgorithm):
         pad: Allow ``C_out`` not divisible by ``n`` (the last row is narrower).
         masked_decay: The decay added to masked weights' gradients in the soft phase
             (``masked_decay * (1 - M) * W``, i.e. a loss ``masked_decay / 2 * sum((1 - M) W^2)``).
+        score_on: ``"masked"`` scores ``W * M`` (SPEC §5; a block pruned and not regrown
+            scores as a zero block); ``"weights"`` scores the trained ``W`` (Algorithm 1
+            line 9 resets the mask first), so softly pruned blocks compete again.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -205,6 +213,7 @@ class SUBP(PruningAlgorithm):
         seed: int = 0,
         pad: bool = False,
         masked_decay: float = 2e-4,
+        score_on: str = "masked",
     ):
         super().__init__(OneByN(n, pad=pad))
         name = "SUBP"
@@ -274,6 +283,9 @@ class SUBP(PruningAlgorithm):
         if masked_decay < 0:
             raise ValueError(f"{name}: masked_decay={masked_decay!r} must be a number >= 0")
         self.masked_decay = float(masked_decay)
+        if score_on not in SCORE_ON:
+            raise ValueError(f"{name}: score_on={score_on!r} is unknown; valid: {list(SCORE_ON)}")
+        self.score_on = score_on
         self._end: int | None = regrow_end_epoch
         self._epochs: int | None = None
         self._last_factor = 0.0
@@ -420,7 +432,9 @@ class SUBP(PruningAlgorithm):
         for layer_index, w in enumerate(wrappers):
             for i, (var, depthwise) in enumerate(w.targets):
                 kernel = var.numpy()
-                effective = kernel * w.expanded_mask_numpy(i)
+                effective = kernel
+                if self.score_on == "masked":
+                    effective = kernel * w.expanded_mask_numpy(i)
                 scores = self.scorer(np.asarray(w.structure.to_blocks(effective, depthwise)))
                 k = self.regrow_count(factor, scores.shape[-1])
                 rng = np.random.default_rng([self.seed, epoch, layer_index, i])
@@ -449,4 +463,5 @@ class SUBP(PruningAlgorithm):
             "seed": self.seed,
             "pad": self.pad,
             "masked_decay": self.masked_decay,
+            "score_on": self.score_on,
         }
