@@ -98,8 +98,34 @@ def overhead_table() -> str:
     )
 
 
+def latency_table() -> str:
+    path = RESULTS / "latency_models.json"
+    if not path.exists():
+        return "(no delegate latency results yet)"
+    data = json.loads(path.read_text())
+    lines = [
+        "| model | pattern | sparsity | threads | XNNPACK ms | delegate ms | speed-up "
+        "| MAC limit | claimed nodes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['pattern']} | {r['sparsity']:g} | {r['threads']} | "
+            f"{r['xnnpack_ms']:.1f} | {r['delegate_ms']:.1f} | {r['ratio']:.2f}x | "
+            f"{r['flop_limit_ratio']:.2f}x | {r['claimed_nodes']} |"
+        )
+    m = data.get("machine", {})
+    return (
+        f"The 1xN sparse delegate vs stock TFLite (XNNPACK), batch 1, 224x224, medians of "
+        f"{data.get('settings', {}).get('runs', '?')} A/B-interleaved runs "
+        f"(`benchmarks/latency.py`, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"kernel path {', '.join(sorted({r['isa'] for r in data['rows']}))}).\n\n"
+        + "\n".join(lines)
+    )
+
+
 def render() -> str:
-    return "\n\n".join([accuracy_table(), overhead_table()])
+    return "\n\n".join([accuracy_table(), overhead_table(), latency_table()])
 
 
 def main(argv=None) -> int:
