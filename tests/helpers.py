@@ -101,7 +101,7 @@ def masked_output(model, graph, removal, x) -> np.ndarray:
                 var.assign(value)
         return keras.ops.convert_to_numpy(model(x, training=False))
     finally:
-        for w, v in zip(model.weights, saved):
+        for w, v in zip(model.weights, saved, strict=True):
             w.assign(v)
 
 

@@ -26,6 +26,7 @@ from tf_sparse_prune.export import (
     export_tflite,
     strip_pruning,
 )
+from tf_sparse_prune.graph import DependencyGraph, count_flops, count_params, remove_channels
 from tf_sparse_prune.pruning import get_pruner, prune_model
 from tf_sparse_prune.report import LayerSparsity, SparsityReport, sparsity_report
 from tf_sparse_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -40,6 +41,7 @@ __all__ = [
     "Block",
     "ConstantSparsity",
     "DelegationReport",
+    "DependencyGraph",
     "LayerSparsity",
     "Magnitude",
     "OneByN",
@@ -55,6 +57,8 @@ __all__ = [
     "TFLiteSparsityCheck",
     "Unstructured",
     "check_tflite_sparsity",
+    "count_flops",
+    "count_params",
     "delegated_nodes",
     "export_tflite",
     "get_pruner",
@@ -63,6 +67,7 @@ __all__ = [
     "modeltools",
     "prunable",
     "prune_model",
+    "remove_channels",
     "schedules",
     "scoring",
     "sparsity_report",

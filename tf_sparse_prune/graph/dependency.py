@@ -26,6 +26,10 @@ over the channel axis (removing channels changes the statistics of the kept ones
 smaller model would not compute the masked model; ``allow_layernorm=True`` prunes through it
 anyway, as structured pruners usually do).
 
+``DependencyGraph.flops_after`` and ``params_after`` count the smaller model of a removal
+without building it (for searches over removal sets); they equal ``count_flops`` and
+``count_params`` of ``remove_channels(model, removal)``.
+
 Example:
     >>> import keras
     >>> inputs = keras.Input((8, 8, 3), name="image")
@@ -53,7 +57,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from tf_sparse_prune.graph._walk import check_graph_model, is_graph_model, ordered_nodes
+from tf_sparse_prune.graph._walk import (
+    check_graph_model,
+    functional_of,
+    is_graph_model,
+    ordered_nodes,
+)
+from tf_sparse_prune.graph.flops import _MERGE as _COUNTED_MERGE
+from tf_sparse_prune.graph.flops import _layer_flops
 
 __all__ = ["ChannelGroup", "ChannelSlice", "DependencyGraph"]
 
@@ -186,7 +197,7 @@ class DependencyGraph:
         >>> len(graph.prunable_groups)  # stem+stage-1 adds, stage 2 adds, stage 3 adds, 9 conv1s
         12
         >>> graph.group_of("s2b1_proj").producers
-        ('s2b1_conv2', 's2b1_proj', 's2b2_conv2', 's2b3_conv2')
+        ('s2b1_proj', 's2b1_conv2', 's2b2_conv2', 's2b3_conv2')
     """
 
     def __init__(self, model: keras.Model, *, allow_layernorm: bool = False) -> None:
@@ -201,6 +212,8 @@ class DependencyGraph:
         self._layer_space: dict[int, np.ndarray] = {}  # id(layer) -> produced elements
         self._records: dict[int, _Record] = {}
         self._unsupported: dict[str, str] = {}
+        self._model_inputs: dict[int, tuple[keras.Model, list[np.ndarray]]] = {}
+        self._calls: list[tuple[str, object, object, list, list]] = []  # leaf calls, in order
 
         top = _inputs_of(model)
         arrays = []
@@ -210,7 +223,7 @@ class DependencyGraph:
             self._flag(arr, f"channels of model input {name!r} cannot be removed")
             arrays.append(arr)
         outputs = self._walk(model, "", arrays)
-        for tensor, arr in zip(_outputs_of(model), outputs):
+        for tensor, arr in zip(_outputs_of(model), outputs, strict=True):
             name = tensor._keras_history[0].name
             self._flag(arr, f"channels of model output {name!r} are kept")
         self.groups: list[ChannelGroup] = self._build_groups()
@@ -252,6 +265,82 @@ class DependencyGraph:
             f"DependencyGraph({self.model.name!r}, {len(self.groups)} groups, "
             f"{len(self.prunable_groups)} prunable)"
         )
+
+    def flops_after(
+        self, removal: Mapping[int, Sequence[int]], *, by_layer: bool = False
+    ) -> int | dict[str, int]:
+        """FLOPs of ``remove_channels(model, removal)``, computed without building it.
+
+        Equal to ``count_flops`` of the smaller model (same convention, see
+        :mod:`tf_sparse_prune.graph.flops`), but fast enough for a search over removal sets;
+        ``flops_after({})`` is ``count_flops(model)``.
+
+        Args:
+            removal: ``{group id: channel indices}``, validated as by ``remove_channels``.
+            by_layer: Return ``{layer path: FLOPs}`` instead of the total.
+
+        Example:
+            >>> from tf_sparse_prune.models import resnet20
+            >>> graph = DependencyGraph(resnet20())
+            >>> stage3 = graph.group_of("s3b1_proj").id
+            >>> graph.flops_after({}), graph.flops_after({stage3: range(32)})
+            (82113802, 70163082)
+        """
+        self._plan(removal)  # validates, including layers that would be left empty
+        removed = self._removed_elements(removal)
+
+        def kept(arr: np.ndarray) -> int:
+            return sum(self._find(int(e)) not in removed for e in arr.tolist())
+
+        totals: dict[str, int] = {}
+        for path, op, node, ins, outs in self._calls:
+            flops = _layer_flops(op, node)  # also checks for unknown dimensions
+            if not flops or path in self._unsupported:
+                pass
+            elif type(op) in (*_CONV, L.Dense, *_SEPARABLE, *_DEPTHWISE):
+                spatial = math.prod(node.outputs[0].shape[1:-1])
+                out = spatial * kept(outs[0])
+                bias = out if op.use_bias else 0
+                if type(op) in _DEPTHWISE:
+                    flops = 2 * out * math.prod(op.kernel_size) + bias
+                elif type(op) in _SEPARABLE:
+                    mid = kept(ins[0]) * op.depth_multiplier
+                    taps = math.prod(op.kernel_size)
+                    flops = 2 * spatial * mid * taps + 2 * out * mid + bias
+                else:
+                    flops = 2 * out * math.prod(op.kernel.shape[:-2]) * kept(ins[0]) + bias
+            elif type(op) is L.BatchNormalization or type(op) in _COUNTED_MERGE:
+                flops = flops * kept(outs[0]) // len(outs[0])
+            if flops:
+                totals[path] = totals.get(path, 0) + flops
+        return totals if by_layer else sum(totals.values())
+
+    def params_after(
+        self, removal: Mapping[int, Sequence[int]], *, trainable_only: bool = False
+    ) -> int:
+        """``count_params`` of ``remove_channels(model, removal)``, without building it.
+
+        Example:
+            >>> from tf_sparse_prune.models import resnet20
+            >>> graph = DependencyGraph(resnet20())
+            >>> graph.params_after({graph.group_of("s1b1_conv1").id: range(8)})
+            271706
+        """
+        from tf_sparse_prune.graph.flops import count_params
+
+        total = count_params(self.model, trainable_only=trainable_only)
+        plan, _ = self._plan(removal)
+        for key, (_, cuts) in plan.items():
+            variables = self._records[key].layer.weights
+            for wi, axes in cuts.items():
+                if trainable_only and not variables[wi].trainable:
+                    continue
+                shape = list(variables[wi].shape)
+                before = math.prod(shape)
+                for axis, keep in axes:
+                    shape[axis] = len(keep)
+                total -= before - math.prod(shape)
+        return total
 
     # ------------------------------------------------------------------ removal plan
 
@@ -295,14 +384,25 @@ class DependencyGraph:
             roots.update(self._group_channels[gid][k] for k in chosen)
         return roots
 
-    def _plan(self, removal: Mapping) -> dict[int, tuple[dict, dict[int, list]]]:
-        """id(layer) -> (config updates, {weight index: [(axis, kept positions)]})."""
+    def _plan(self, removal: Mapping) -> tuple[dict[int, tuple[dict, dict]], dict[int, list]]:
+        """The removal as layer edits and new nested-model input widths.
+
+        Returns:
+            ``{id(layer): (config updates, {weight index: [(axis, kept positions)]})}`` and
+            ``{id(nested model): [kept channels of each input]}``.
+        """
         removed = self._removed_elements(removal)
         plan: dict[int, tuple[dict, dict[int, list]]] = {}
         for key, rec in self._records.items():
             cuts: dict[int, list] = {}
             for wi, axis, _role, arr in rec.axes:
                 keep = [p for p, e in enumerate(arr) if self._find(int(e)) not in removed]
+                if not keep:
+                    raise ValueError(
+                        f"this removal leaves layer {rec.path!r} no channels on axis {axis} of "
+                        f"{rec.layer.weights[wi].name!r} (its channels come from group(s) "
+                        f"{self._groups_of(arr)}); keep at least one of them"
+                    )
                 if len(keep) < len(arr):
                     cuts.setdefault(wi, []).append((axis, keep))
             updates = {}
@@ -312,7 +412,15 @@ class DependencyGraph:
                     updates[name] = kept
             if cuts or updates:
                 plan[key] = (updates, cuts)
-        return plan
+        widths = {
+            key: [sum(self._find(int(e)) not in removed for e in arr) for arr in arrays]
+            for key, (_, arrays) in self._model_inputs.items()
+        }
+        return plan, widths
+
+    def _groups_of(self, arr: np.ndarray) -> list[int]:
+        """Ids of the groups holding the elements of ``arr``."""
+        return sorted({self._channel_of[self._find(int(e))][0] for e in arr})
 
     # ------------------------------------------------------------------ union-find
 
@@ -335,7 +443,7 @@ class DependencyGraph:
         return root
 
     def _union(self, a: np.ndarray, b: np.ndarray) -> None:
-        for x, y in zip(a.tolist(), b.tolist()):
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
             rx, ry = self._find(x), self._find(y)
             if rx != ry:
                 self._parent[max(rx, ry)] = min(rx, ry)
@@ -349,7 +457,7 @@ class DependencyGraph:
     # ------------------------------------------------------------------ graph walk
 
     def _walk(self, model: keras.Model, prefix: str, arrays: list[np.ndarray]) -> list:
-        tensors = {id(t): a for t, a in zip(_inputs_of(model), arrays)}
+        tensors = {id(t): a for t, a in zip(_inputs_of(model), arrays, strict=True)}
         for node in ordered_nodes(model):
             op = node.operation
             if isinstance(op, L.InputLayer):
@@ -357,15 +465,24 @@ class DependencyGraph:
             ins = [tensors[id(t)] for t in node.arguments.keras_tensors]
             path = prefix + op.name
             if isinstance(op, keras.Model) and is_graph_model(op):
+                # A nested model called again must take the same channels (its inputs are
+                # rebuilt with one shape).
+                if id(op) in self._model_inputs:
+                    for old, new in zip(self._model_inputs[id(op)][1], ins, strict=True):
+                        self._union(old, new)
+                else:
+                    self._model_inputs[id(op)] = (op, ins)
                 outs = self._walk(op, path + "/", ins)
             else:
                 outs = self._visit(op, path, node, ins)
-            for tensor, arr in zip(node.outputs, outs):
+                self._calls.append((path, op, node, ins, outs))
+            for tensor, arr in zip(node.outputs, outs, strict=True):
                 tensors[id(tensor)] = arr
         return [tensors[id(t)] for t in _outputs_of(model)]
 
     def _unknown(self, op, path: str, node, ins: list, why: str) -> list[np.ndarray]:
-        reason = f"layer {path!r} ({type(op).__name__}) {why}"
+        what = "layer" if isinstance(op, keras.layers.Layer) else "operation"
+        reason = f"{what} {path!r} ({type(op).__name__}) {why}"
         self._unsupported.setdefault(path, reason)
         for arr in ins:
             self._flag(arr, reason)
@@ -382,7 +499,7 @@ class DependencyGraph:
         if rec is None:
             self._records[id(layer)] = _Record(layer, path, axes, dict(config or {}))
             return
-        for (_, _, _, old), (_, _, _, new) in zip(rec.axes, axes):
+        for (_, _, _, old), (_, _, _, new) in zip(rec.axes, axes, strict=True):
             self._union(old, new)
         for name, arr in (config or {}).items():
             self._union(rec.config[name], arr)
@@ -457,7 +574,9 @@ class DependencyGraph:
             return [out]
         if kind is L.BatchNormalization:
             if op.axis not in (-1, len(in_shapes[0]) - 1):
-                return self._unknown(op, path, node, ins, f"normalizes axis {op.axis}, not channels")
+                return self._unknown(
+                    op, path, node, ins, f"normalizes axis {op.axis}, not channels"
+                )
             self._record(op, path, [(i, 0, "channel", x) for i in range(len(op.weights))])
             return [x]
         if kind is L.LayerNormalization:
@@ -492,8 +611,8 @@ class DependencyGraph:
                 return self._unknown(op, path, node, ins, "has unexpected weights")
             return [x]
         if kind in _MERGE:
-            if len({len(a) for a in ins}) != 1 or len({s[1:] for s in in_shapes}) != 1:
-                return self._unknown(op, path, node, ins, f"broadcasts inputs of shapes {in_shapes}")
+            if len({len(a) for a in ins}) != 1:  # spatial broadcasting is fine, channels not
+                return self._unknown(op, path, node, ins, f"broadcasts channels of {in_shapes}")
             for other in ins[1:]:
                 self._union(ins[0], other)
             return [ins[0]]
@@ -552,6 +671,7 @@ class DependencyGraph:
             for k, root in enumerate(roots):
                 channel_of[root] = (gid_of_space[s], k)
         self._group_channels = [by_group[s] for s in group_roots]
+        self._channel_of = channel_of
 
         slices: list[list[ChannelSlice]] = [[] for _ in group_roots]
         for rec in self._records.values():
@@ -571,9 +691,7 @@ class DependencyGraph:
             spaces = sorted({i for i in range(len(self._space_names)) if find_space(i) == s})
             reasons: list[str] = []
             for space in spaces:
-                stop = (
-                    self._space_first[space + 1] if space + 1 < len(self._space_first) else n
-                )
+                stop = self._space_first[space + 1] if space + 1 < len(self._space_first) else n
                 for e in range(self._space_first[space], stop):
                     for r in self._flags.get(e, ()):
                         if r not in reasons:
@@ -592,14 +710,10 @@ class DependencyGraph:
 
 
 def _inputs_of(model: keras.Model) -> list:
-    from tf_sparse_prune.graph._walk import functional_of
-
     return list(functional_of(model).inputs)
 
 
 def _outputs_of(model: keras.Model) -> list:
-    from tf_sparse_prune.graph._walk import functional_of
-
     return list(functional_of(model).outputs)
 
 

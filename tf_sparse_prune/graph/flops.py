@@ -126,7 +126,7 @@ def count_flops(model: keras.Model, *, by_layer: bool = False) -> int | dict[str
     Example:
         >>> from tf_sparse_prune.models import resnet20
         >>> count_flops(resnet20())
-        82148362
+        82113802
     """
     check_graph_model(model, "count_flops")
     totals: dict[str, int] = {}

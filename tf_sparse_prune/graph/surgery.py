@@ -19,7 +19,7 @@ Example:
     >>> from tf_sparse_prune.graph import DependencyGraph
     >>> group = DependencyGraph(model).group_of("conv")
     >>> small = remove_channels(model, {group.id: [0, 5, 7]})
-    >>> small.get_layer("conv").filters, small.get_layer("fc").kernel.shape
+    >>> small.get_layer("conv").filters, tuple(small.get_layer("fc").kernel.shape)
     (5, (5, 2))
 """
 
@@ -30,9 +30,8 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from tf_sparse_prune.graph._walk import check_graph_model
+from tf_sparse_prune.graph._walk import check_graph_model, functional_of, is_graph_model
 from tf_sparse_prune.graph.dependency import DependencyGraph
-from tf_sparse_prune.modeltools import clone_layers
 
 __all__ = ["remove_channels"]
 
@@ -67,8 +66,9 @@ def remove_channels(
         TypeError: for a subclassed model (channels can be masked there, not removed),
             or a removal that is not a ``{int: indices}`` mapping.
         ValueError: for an unknown or unprunable group, an index out of range, a removal of
-            every channel of a group, or a graph built for another model; the message names
-            the group, its producer layers and what is valid.
+            every channel of a group or of one of its producers (possible when a
+            ``Concatenate`` feeds an ``Add``), or a graph built for another model; the message
+            names the group or layer and what is valid.
 
     Example:
         >>> import keras
@@ -77,38 +77,68 @@ def remove_channels(
         >>> graph = DependencyGraph(model)
         >>> stage3 = graph.group_of("s3b1_proj").id
         >>> small = remove_channels(model, {stage3: range(32)}, graph=graph)
-        >>> small.get_layer("s3b3_add").output.shape, small.get_layer("classifier").kernel.shape
-        ((None, 8, 8, 32), (32, 10))
+        >>> small.get_layer("s3b3_add").output.shape
+        (None, 8, 8, 32)
+        >>> tuple(small.get_layer("classifier").kernel.shape)
+        (32, 10)
     """
     check_graph_model(model, "remove_channels")
     if graph is None:
         graph = DependencyGraph(model)
     elif graph.model is not model:
         raise ValueError(
-            f"graph was built for model {graph.model.name!r}, not for {model.name!r}; "
-            "pass the DependencyGraph of this model (or none)"
+            f"graph was built for another model ({graph.model.name!r}), not for this "
+            f"{model.name!r}; pass the DependencyGraph of this model object (or none)"
         )
-    plan = graph._plan(removal)
-
-    def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if id(layer) not in plan:
-            return None
-        updates, _ = plan[id(layer)]
-        config = layer.get_config()
-        for key, kept in updates.items():
-            if key == "target_shape":
-                target = tuple(config["target_shape"])
-                config[key] = target[:-1] + (kept,)
-            else:
-                config[key] = kept
-        return layer.__class__.from_config(config)
-
-    def copy_weights(original: keras.layers.Layer, new: keras.layers.Layer) -> None:
-        _, cuts = plan[id(original)]
+    plan, widths = graph._plan(removal)
+    clones: dict[int, tuple[keras.layers.Layer, keras.layers.Layer]] = {}
+    new_model = _rebuild(model, plan, widths, clones, top=True)
+    for original, new in clones.values():
+        if isinstance(original, keras.Model) or not isinstance(original, keras.layers.Layer):
+            continue  # nested models are filled layer by layer; keras.ops calls hold no weights
         weights = original.get_weights()
-        for wi, axes in cuts.items():
+        for wi, axes in plan.get(id(original), ({}, {}))[1].items():
             for axis, keep in axes:
                 weights[wi] = np.take(weights[wi], keep, axis=axis)
         new.set_weights(weights)
+    return new_model
 
-    return clone_layers(model, replace, copy_weights)
+
+def _rebuild(
+    model: keras.Model,
+    plan: dict[int, tuple[dict, dict]],
+    widths: dict[int, list[int]],
+    clones: dict[int, tuple[keras.layers.Layer, keras.layers.Layer]],
+    top: bool = False,
+) -> keras.Model:
+    """Clones ``model`` with the planned configs; nested models get inputs of their new width."""
+
+    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if id(layer) in clones:  # a shared layer or nested model stays shared
+            return clones[id(layer)][1]
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            new = _rebuild(layer, plan, widths, clones)
+        else:
+            config = layer.get_config()
+            for key, kept in plan.get(id(layer), ({}, {}))[0].items():
+                if key == "target_shape":
+                    config[key] = (*tuple(config[key])[:-1], kept)
+                else:
+                    config[key] = kept
+            new = layer.__class__.from_config(config)
+        clones[id(layer)] = (layer, new)
+        return new
+
+    input_tensors = None
+    if not top and id(model) in widths:
+        input_tensors = [
+            keras.Input(batch_shape=(*t.shape[:-1], width), dtype=t.dtype, name=t.name)
+            for t, width in zip(functional_of(model).inputs, widths[id(model)], strict=True)
+        ]
+        if isinstance(model, keras.Sequential):
+            input_tensors = input_tensors[0]
+        else:  # the structure of model.input (a tensor, list or dict)
+            input_tensors = keras.tree.pack_sequence_as(model._inputs_struct, input_tensors)
+    return keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=clone_function
+    )
