@@ -77,7 +77,7 @@ def _min_ratio(row: dict) -> float:
 
 def overhead_table() -> str:
     rows = _load("overhead.json") + [
-        r for r in _load("tfmot_baseline.json") if "wrapper_overhead_ratio" in r
+        r for r in _load("tfmot_*.json") if "wrapper_overhead_ratio" in r
     ]
     if not rows:
         return "(no overhead results yet)"

@@ -13,8 +13,8 @@ Example:
     0.75
 """
 
-from tf_sparse_prune import models, modeltools, prunable, schedules, scoring, structures
-from tf_sparse_prune.algorithms import SUBP, Magnitude, PruningAlgorithm
+from tf_sparse_prune import models, modeltools, ops, prunable, schedules, scoring, structures
+from tf_sparse_prune.algorithms import PDP, SMART, SUBP, Magnitude, OCSPruner, PruningAlgorithm
 from tf_sparse_prune.callbacks import PruningCallback
 from tf_sparse_prune.datasets import load_fashion_mnist
 from tf_sparse_prune.export import (
@@ -27,6 +27,7 @@ from tf_sparse_prune.export import (
     strip_pruning,
 )
 from tf_sparse_prune.graph import DependencyGraph, count_flops, count_params, remove_channels
+from tf_sparse_prune.ops import soft_topk
 from tf_sparse_prune.pruning import get_pruner, prune_model
 from tf_sparse_prune.report import LayerSparsity, SparsityReport, sparsity_report
 from tf_sparse_prune.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -37,6 +38,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NM",
+    "PDP",
+    "SMART",
     "SUBP",
     "Block",
     "ConstantSparsity",
@@ -44,6 +47,7 @@ __all__ = [
     "DependencyGraph",
     "LayerSparsity",
     "Magnitude",
+    "OCSPruner",
     "OneByN",
     "OutputChannel",
     "PolynomialDecay",
@@ -65,11 +69,13 @@ __all__ = [
     "load_fashion_mnist",
     "models",
     "modeltools",
+    "ops",
     "prunable",
     "prune_model",
     "remove_channels",
     "schedules",
     "scoring",
+    "soft_topk",
     "sparsity_report",
     "strip_pruning",
     "structures",

@@ -1,0 +1,384 @@
+"""SMART: the global coupling's exact gradient, temperature schedule, phases, scores (init,
+box, weight decay), logs, exact final sparsity, N:M variant, errors, save/resume."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sparse_prune as tsp
+from tests.helpers import compile_for_classification, masks_of, random_data, small_cnn
+from tf_sparse_prune.algorithms.smart import SMART, temperature_at
+from tf_sparse_prune.ops import soft_topk
+from tf_sparse_prune.structures import StructureError
+from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
+
+
+def _mixed_model():
+    """A conv (blocks of 3*3*4*8 = 288 weights) and two Dense layers (blocks of 32)."""
+    inp = keras.Input((5, 5, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation="tanh", name="fc1")(x)
+    out = keras.layers.Dense(8, name="fc2")(x)
+    return keras.Model(inp, out)
+
+
+def _enter_search(pruner, pruned, steps=4, epochs=3):
+    wrappers = collect_wrappers(pruned)
+    for w in wrappers:
+        w.algorithm = pruner
+    pruner.on_train_begin(wrappers, {"epochs": epochs, "steps": steps})
+    pruner.on_epoch_begin(wrappers, 0)
+    return wrappers
+
+
+# ---- the global coupling -----------------------------------------------------------------
+@pytest.mark.parametrize(("tau", "graph"), [(2.0, False), (0.3, False), (0.3, True)])
+def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau, graph):
+    model = _mixed_model()
+    pruner = SMART(0.6, tsp.Block(8, 4), search_epochs=2, initial_temperature=tau)
+    pruned = tsp.prune_model(model, pruner)
+    wrappers = _enter_search(pruner, pruned)
+    rng = np.random.default_rng(0)
+    for w in wrappers:
+        w.smart_scores[0].assign(rng.uniform(-1, 1, w.smart_scores[0].shape).astype("float32"))
+    pruner.refresh_threshold(wrappers)
+    x = rng.standard_normal((6, 5, 5, 8)).astype("float32")
+    y = rng.standard_normal((6, 8)).astype("float32")
+
+    scores = [w.smart_scores[0] for w in wrappers]
+
+    def loss_and_grads(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(pruned(x, training=True) - y))
+        return loss, tape.gradient(loss, scores)
+
+    if graph:  # one traced step: the wrappers share one coupling term
+        loss_and_grads = tf.function(loss_and_grads)
+    loss, grads = loss_and_grads(x, y)
+    got = np.concatenate([g.numpy().ravel() for g in grads])
+
+    # reference: one soft_topk over all layers' scores, kernels mapped in the plain model
+    flat = tf.Variable(np.concatenate([s.numpy().ravel() for s in scores]).astype("float64"))
+    sizes = np.concatenate([w.smart_sizes[0].ravel() for w in wrappers])
+    budget = 0.4 * sizes.sum()
+    with tf.GradientTape() as tape:
+        f = tf.cast(soft_topk(flat, budget, tau, sizes), tf.float32)
+        mapping, start = [], 0
+        for w in wrappers:
+            n = int(np.prod(w.smart_scores[0].shape))
+            grid = tf.reshape(f[start : start + n], w.smart_scores[0].shape)
+            start += n
+            kernel = model.get_layer(w.layer.name).kernel
+            mapping.append((kernel, kernel * w.structure.expand(grid, tuple(kernel.shape))))
+        with keras.StatelessScope(state_mapping=mapping):
+            ref_loss = tf.reduce_sum(tf.square(model(x, training=True) - y))
+    want = tape.gradient(ref_loss, flat).numpy()
+
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
+    assert np.abs(want).max() > 1e-3  # the comparison is not between zeros
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-4 * np.abs(want).max())
+
+    # without the coupling term (t held fixed) the gradient is measurably different
+    pruner._coupled = []
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(pruned(x, training=True) - y))
+    local = np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, scores)])
+    assert np.abs(local - want).max() > 1e-2 * np.abs(want).max()
+
+
+@pytest.mark.parametrize(
+    "structure", [tsp.Block(8, 4), tsp.OneByN(8), tsp.OutputChannel(), tsp.Unstructured()]
+)
+def test_the_soft_mask_keeps_the_weight_budget_over_all_layers(structure):
+    pruner = SMART(0.6, structure, search_epochs=2, initial_temperature=0.5)
+    pruned = tsp.prune_model(_mixed_model(), pruner)
+    wrappers = _enter_search(pruner, pruned)
+    kept = sum(
+        float(np.sum(s * f))
+        for s, f in zip(pruner._sizes(wrappers), pruner.soft_masks(wrappers), strict=True)
+    )
+    total = sum(float(s.sum()) for s in pruner._sizes(wrappers))
+    assert abs(kept - 0.4 * total) <= 1e-3 * total
+
+
+def test_scores_start_as_block_norms_over_the_layer_mean():
+    model = _mixed_model()
+    pruner = SMART(0.5, tsp.Block(8, 4), search_epochs=1)
+    pruned = tsp.prune_model(model, pruner)
+    wrappers = _enter_search(pruner, pruned)
+    for w in wrappers:
+        norms = np.linalg.norm(
+            np.asarray(tsp.Block(8, 4).to_blocks(w.layer.kernel.numpy())), axis=-1
+        )
+        np.testing.assert_allclose(w.smart_scores[0].numpy(), norms / norms.mean(), rtol=1e-5)
+
+
+# ---- schedule, phases, logs, final mask ---------------------------------------------------
+def test_temperature_decays_geometrically_from_initial_to_final():
+    taus = [temperature_at(s, 5, 10.0, 1e-4) for s in range(5)]
+    assert taus[0] == 10.0 and taus[-1] == pytest.approx(1e-4)
+    ratios = np.array(taus[1:]) / np.array(taus[:-1])
+    np.testing.assert_allclose(ratios, (1e-5) ** 0.25, rtol=1e-9)
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.taus = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        w = collect_wrappers(self.model)[0]
+        self.taus.append((int(w.smart_phase.numpy()), float(w.smart_temperature.numpy())))
+
+
+def _fit_cnn(pruner, epochs=4, callbacks=(), seed_weights=None, **kw):
+    model = small_cnn(channels=(16, 32))
+    if seed_weights is not None:
+        model.set_weights(seed_weights)
+    pruned = tsp.prune_model(model, pruner)
+    compile_for_classification(pruned, lr=0.02)
+    x, y = random_data(64)
+    hist = pruned.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*pruner.callbacks(), *callbacks],
+        **kw,
+    )
+    return pruned, hist
+
+
+def test_phases_temperature_per_batch_logs_and_an_exact_final_mask():
+    pruner = SMART(0.7, tsp.OneByN(16), pretrain_epochs=1, search_epochs=2)
+    record = _Record()
+    pruned, hist = _fit_cnn(pruner, epochs=4, callbacks=[record])
+    phases = [p for p, _ in record.taus]
+    assert phases == [0] * 4 + [1] * 8 + [2] * 4
+    search = [t for p, t in record.taus if p == 1]
+    np.testing.assert_allclose(search, [temperature_at(s, 8, 10.0, 1e-4) for s in range(8)])
+    h = hist.history
+    assert h["smart_phase"] == [0.0, 1.0, 2.0, 2.0]
+    assert h["smart_temperature"][2] == pytest.approx(1e-4)
+    assert h["smart_hard_sparsity"][0] == 0.0
+    assert h["smart_hard_sparsity"][1:] == pytest.approx([0.7] * 3, abs=144 / 5040)  # a block
+    assert h["smart_soft_hard_gap"][1] > 0.0 and h["smart_soft_hard_gap"][3] == 0.0
+    # the final mask: the global weight budget, exact up to one block (16*9 = 144 weights)
+    wrappers = collect_wrappers(pruned)
+    total = sum(w.layer.kernel.numpy().size for w in wrappers)
+    pruned_weights = sum(int(np.sum(w.expanded_mask_numpy() == 0)) for w in wrappers)
+    assert abs(pruned_weights - round(0.7 * total)) <= 144
+    final = tsp.strip_pruning(pruned)
+    for w in wrappers:
+        kernel = final.get_layer(w.layer.name).kernel.numpy()
+        assert np.array_equal(kernel == 0, w.expanded_mask_numpy() == 0)
+
+
+def test_training_under_xla_gives_finite_weights_and_the_final_mask():
+    pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1, initial_temperature=1.0)
+    model = small_cnn(channels=(16, 32))
+    pruned = tsp.prune_model(model, pruner)
+    pruned.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    x, y = random_data(32)
+    hist = pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=pruner.callbacks())
+    assert all(np.all(np.isfinite(v)) for v in pruned.get_weights())
+    assert hist.history["smart_phase"] == [2.0, 2.0]
+    assert hist.history["smart_hard_sparsity"][-1] == pytest.approx(0.5, abs=144 / 5040)
+
+
+def test_per_layer_sparsity_is_learned_not_uniform():
+    pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1)
+    model = small_cnn(channels=(16, 32))
+    pruned = tsp.prune_model(model, pruner)
+    wrappers = _enter_search(pruner, pruned)
+    wrappers[0].smart_scores[0].assign(np.full(wrappers[0].smart_scores[0].shape, 5.0))
+    pruner.finalize(wrappers)
+    rows = {r.layer: r.sparsity for r in tsp.sparsity_report(pruned) if r.pruned}
+    assert rows["conv0"] == 0.0 and max(rows.values()) > 0.5
+
+
+def test_fine_tune_freezes_the_mask_and_scores_stay_in_the_box():
+    pruner = SMART(0.6, tsp.Block(16, 8), search_epochs=1, initial_temperature=0.1)
+    record = []
+
+    class Boxed(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for w in collect_wrappers(self.model):
+                record.append(np.abs(w.smart_scores[0].numpy()).max())
+
+    model = small_cnn(channels=(16, 32))
+    pruned = tsp.prune_model(model, pruner)
+    pruned.compile(keras.optimizers.SGD(50.0), "mse")  # huge steps push scores out
+    x = np.random.default_rng(0).standard_normal((32, 12, 12, 3)).astype("float32")
+    y = np.random.default_rng(1).standard_normal((32, 10)).astype("float32")
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[*pruner.callbacks(), Boxed()])
+    assert max(record) <= 10.0
+    masks = masks_of(pruned)
+    pruned.fit(
+        x, y, batch_size=8, epochs=2, initial_epoch=1, verbose=0, callbacks=pruner.callbacks()
+    )
+    for name, mask in masks_of(pruned).items():
+        np.testing.assert_array_equal(mask, masks[name])
+
+
+def test_mask_scores_are_excluded_from_weight_decay_also_after_reloading(tmp_path):
+    pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1)
+    model = small_cnn(channels=(16, 32))
+    pruned = tsp.prune_model(model, pruner)
+    opt = keras.optimizers.SGD(0.05, weight_decay=0.5)  # no momentum: zero gradient, no move
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    pruned.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = random_data(16)
+    pruned.fit(x, y, epochs=2, verbose=0, callbacks=pruner.callbacks())
+    w = collect_wrappers(pruned)[0]
+    assert not opt._use_weight_decay(w.smart_scores[0])
+    assert opt._use_weight_decay(w.layer.kernel)
+    assert not opt._use_weight_decay(w.layer.bias)  # the user's own exclusions survive
+    assert any(v is w.smart_scores[0] for v in pruned.trainable_weights)
+    # the decay really skips them: in fine-tune their gradient is 0, so they must not move
+    before = w.smart_scores[0].numpy()
+    pruned.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=pruner.callbacks())
+    np.testing.assert_allclose(w.smart_scores[0].numpy(), before, rtol=1e-6)
+
+    pruned.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    loaded.fit(
+        x, y, epochs=4, initial_epoch=3, verbose=0, callbacks=tsp.get_pruner(loaded).callbacks()
+    )
+    lw = collect_wrappers(loaded)[0]
+    assert not loaded.optimizer._use_weight_decay(lw.smart_scores[0])
+    np.testing.assert_allclose(lw.smart_scores[0].numpy(), before, rtol=1e-6)
+
+
+# ---- N:M (Algorithm 2) ---------------------------------------------------------------------
+def test_nm_variant_has_no_scores_and_ends_with_n_of_every_m():
+    pruner = SMART(structure=tsp.NM(2, 4), search_epochs=1, initial_temperature=1.0)
+    pruned, hist = _fit_cnn(pruner, epochs=1)  # the mask is final at the end of epoch 0
+    for w in collect_wrappers(pruned):
+        assert w.smart_scores == []
+        grid = w.masks[0].numpy()
+        assert np.all(grid.sum(-1) == 2)
+        kernel = w.layer.kernel.numpy()
+        blocks = np.abs(np.asarray(w.structure.to_blocks(kernel))[..., 0])
+        kept = np.where(grid == 1, blocks, np.inf).min(-1)
+        dropped = np.where(grid == 0, blocks, -np.inf).max(-1)
+        assert np.all(kept >= dropped)  # hard top-2 of |w| per group
+    assert hist.history["smart_hard_sparsity"][-1] == pytest.approx(0.5)
+
+
+def test_nm_soft_mask_keeps_n_per_group_during_the_search():
+    pruner = SMART(structure=tsp.NM(2, 4), search_epochs=1, initial_temperature=0.5)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="d")])
+    pruned = tsp.prune_model(model, pruner)
+    wrappers = _enter_search(pruner, pruned)
+    (soft,) = pruner.soft_masks(wrappers)
+    assert soft.shape == (1, 2, 4, 4)
+    np.testing.assert_allclose(soft.sum(-1), 2.0, rtol=1e-4)
+
+
+def test_nm_needs_input_channels_that_are_a_multiple_of_m():
+    layer = keras.layers.Dense(8, name="odd")
+    with pytest.raises(StructureError, match=r"C_in must be a multiple of 4, got 6"):
+        PruneWrapper(layer, SMART(structure=tsp.NM(2, 4))).build((None, 6))
+
+
+# ---- errors ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"initial_temperature": 0.0}, r"initial_temperature=0.0 .* > 0"),
+        ({"final_temperature": -1.0}, r"final_temperature=-1.0 .* > 0"),
+        ({"initial_temperature": 1e-3, "final_temperature": 1e-2}, r"below final_temperature"),
+        ({"search_epochs": 0}, r"search_epochs=0 .* >= 1"),
+        ({"pretrain_epochs": -1}, r"pretrain_epochs=-1"),
+        ({"score_bound": 0}, r"score_bound=0"),
+        ({"sparsity": 1.0}, r"sparsity=1.0 is outside \[0, 1\)"),
+    ],
+)
+def test_invalid_arguments_are_refused_with_the_parameter_named(kwargs, pattern):
+    args = {"sparsity": 0.5, "structure": tsp.OneByN(16), **kwargs}
+    with pytest.raises(ValueError, match=pattern):
+        SMART(**args)
+
+
+def test_nm_sparsity_must_match_and_mask_optimizer_is_not_implemented():
+    with pytest.raises(ValueError, match=r"fixes the sparsity at 0.5"):
+        SMART(0.7, tsp.NM(2, 4))
+    with pytest.raises(NotImplementedError, match="mask_optimizer"):
+        SMART(0.5, mask_optimizer=keras.optimizers.Adam())
+
+
+def test_a_search_longer_than_the_run_is_refused_with_the_numbers():
+    pruner = SMART(0.5, tsp.OneByN(16), pretrain_epochs=2, search_epochs=3)
+    with pytest.raises(ValueError, match=r"pretrain_epochs=2 \+ search_epochs=3 = 5 .*epochs=4"):
+        _fit_cnn(pruner, epochs=4)
+
+
+# ---- save / resume ---------------------------------------------------------------------------
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+def test_resume_mid_search_matches_an_unbroken_run(tmp_path):
+    initial = small_cnn(channels=(16, 32)).get_weights()
+
+    def make():
+        return SMART(0.6, tsp.OneByN(16), pretrain_epochs=1, search_epochs=2)
+
+    straight, _ = _fit_cnn(make(), epochs=4, seed_weights=initial)
+    interrupted, _ = _fit_cnn(make(), epochs=4, seed_weights=initial, callbacks=[_StopAfter(2)])
+    w = collect_wrappers(interrupted)[0]
+    assert int(w.smart_phase.numpy()) == 1 and int(w.smart_search_step.numpy()) == 4
+    interrupted.save(tmp_path / "mid.keras")
+    resumed = keras.models.load_model(tmp_path / "mid.keras")
+    x, y = random_data(64)
+    resumed.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=4,
+        initial_epoch=2,
+        shuffle=False,
+        verbose=0,
+        callbacks=tsp.get_pruner(resumed).callbacks(),
+    )
+    a, b = collect_wrappers(straight), collect_wrappers(resumed)
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wb.masks[0].numpy(), wa.masks[0].numpy())
+        assert float(wb.smart_temperature.numpy()) == float(wa.smart_temperature.numpy())
+        assert int(wb.smart_search_step.numpy()) == int(wa.smart_search_step.numpy()) == 8
+    for va, vb in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-5)
+
+
+def test_a_dataset_of_unknown_length_is_refused_when_the_search_starts():
+    pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1)
+    pruned = tsp.prune_model(small_cnn(channels=(16, 32)), pruner)
+    compile_for_classification(pruned)
+    x, y = random_data(32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True).batch(16)
+    with pytest.raises(ValueError, match=r"steps=None; pass steps_per_epoch"):
+        pruned.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=pruner.callbacks())
+
+
+def test_steps_per_execution_above_one_is_refused():
+    pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1)
+    pruned = tsp.prune_model(small_cnn(channels=(16, 32)), pruner)
+    pruned.compile("sgd", "mse", steps_per_execution=2)
+    x, _ = random_data(32)
+    with pytest.raises(ValueError, match=r"steps_per_execution=2; compile it with"):
+        pruned.fit(x, np.zeros((32, 10)), epochs=1, verbose=0, callbacks=pruner.callbacks())

@@ -1,0 +1,532 @@
+"""SMART: separate, dynamic, differentiable structured pruning (SPEC §3, Algorithms 1 and 2).
+
+**Mask scores.** Every pruned kernel gets a trainable score per block
+(``smart_scores_<i>``, no regularizer), trained by the model's optimizer and
+excluded from its weight decay. During the search the kernel the layer computes
+with is ``W * expand(f)`` with ``f = sigmoid((m + t) / tau)``, where ``t`` solves
+``sum_b s_b f_b = K`` over the blocks ``b`` of **all** pruned layers (``s_b`` the
+block's size in weights, ``K = (1 - sparsity) * all pruned weights``): the
+size-weighted global :func:`~tf_sparse_prune.ops.soft_topk`, so the per-layer
+sparsity is learned.
+
+**Global coupling (design and exactness).** ``t`` couples all layers. It is not
+recomputed inside the forward pass: after every optimizer step (and when the
+search starts) the callback solves for ``t`` by float64 bisection over the
+concatenated scores of all layers at the current temperature (exactly
+:func:`soft_topk`'s solver) and stores it in each wrapper (``smart_threshold``).
+Scores change only in optimizer steps, so the stored ``t`` is the root for the
+scores the next forward pass sees. With ``t`` held fixed, autodiff would give
+``dL/dm_j = v_j g_j`` only, missing the implicit term of ``t(m)``. Each wrapper
+therefore computes with ``t + h`` where::
+
+    h = sum_{blocks j of all layers} stop_gradient(-s_j v_j / sum_i s_i v_i)
+                                     * (m_j - stop_gradient(m_j))
+
+``h`` is exactly 0 in value, and its gradient is ``dt/dm_j = -s_j v_j / sum s v``
+(``v = f (1 - f) / tau``, the implicit-function derivative). Because every wrapper's
+``t + h`` reads the same ``h``, backprop accumulates ``dL/dt = sum_i g_i v_i`` over
+all layers, and the score gradient is ``v_j (g_j - s_j sum_i g_i v_i / sum_i s_i v_i)``:
+Prop. 2.2's closed form over the concatenation, exact up to float rounding and the
+bisection tolerance of ``t`` (``1e-4 * K`` in the sum). The test compares it with
+``soft_topk`` on the concatenated scores. Inside one traced train step ``h`` is
+built once and shared (cached per ``FuncGraph``); in eager mode each wrapper
+rebuilds it. The coupling is installed by the callbacks (``on_train_begin``); a
+forward pass outside ``fit`` uses the stored ``t`` without the implicit term. The
+callback must see every batch, so ``steps_per_execution`` must be 1 (checked).
+
+**Flow (Algorithm 1).** Epochs ``[0, pretrain_epochs)``: dense. The next
+``search_epochs``: soft mask, the temperature decaying every batch,
+``tau_s = tau_0 (tau_f / tau_0) ** (s / (S - 1))`` for the ``S`` batches of the
+search (our choice of ``S - 1`` so the first batch trains at ``tau_0`` and the last at
+``tau_f``). Scores are initialised when the search starts as
+``||B_b||_2 / mean_b ||B_b||_2`` per layer and projected onto ``[-score_bound,
+score_bound]`` after every step. At the end of the last search epoch the mask
+becomes the hard global top-k of the scores (weight budget per
+:func:`~tf_sparse_prune.structures.select_by_weight_budget`: exact up to one block);
+then only the weights train (fine-tune). During the search each epoch end stores the
+current hard top-k in the wrappers' masks, so reports and ``strip_pruning`` mid-search
+see it.
+
+**N:M (Algorithm 2).** With ``structure=tsp.NM(n, m)`` there are no scores: the
+mask of each group of ``m`` input weights is ``soft_topk(|w|, n, tau)`` computed in
+the forward pass (no coupling), hard top-``n`` of ``|w|`` at the end.
+
+**Logs** (per epoch, for TensorBoard: put ``pruner.callbacks()`` before the
+TensorBoard callback): ``smart_phase`` (0 pretrain, 1 search, 2 fine-tune),
+``smart_temperature`` (of the last batch), ``smart_hard_sparsity`` (weights pruned
+by the hard mask: the current hard top-k in the search) and ``smart_soft_hard_gap``
+(the size-weighted mean ``|f - hard|``; 0 outside the search).
+
+State (all saved with the model): scores, ``smart_temperature`` and
+``smart_threshold`` (float64), ``smart_phase``, ``smart_epoch`` (epochs begun),
+``smart_search_step`` and ``smart_search_length`` (``S``); a resumed run continues the
+schedule exactly.
+
+Example:
+    >>> import keras, numpy as np, tf_sparse_prune as tsp
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
+    >>> pruner = tsp.algorithms.SMART(0.75, tsp.OneByN(16), pretrain_epochs=0, search_epochs=1)
+    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned.compile("sgd", "mse")
+    >>> hist = pruned.fit(np.ones((32, 16)), np.ones((32, 32)), epochs=2, verbose=0,
+    ...                   callbacks=pruner.callbacks())
+    >>> hist.history["smart_phase"], hist.history["smart_hard_sparsity"]
+    ([2.0, 2.0], [0.75, 0.75])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.callbacks import PruningCallback
+from tf_sparse_prune.ops import soft_topk, soft_topk_threshold
+from tf_sparse_prune.schedules import _check_fraction
+from tf_sparse_prune.structures import NM, select_by_weight_budget
+
+__all__ = ["PHASES", "SMART", "TemperatureSchedule", "exclude_from_weight_decay", "temperature_at"]
+
+#: phase codes stored in ``smart_phase``
+PHASES = {"pretrain": 0, "search": 1, "finetune": 2}
+
+
+def temperature_at(step: int, length: int, initial: float, final: float) -> float:
+    """``tau_0 (tau_f / tau_0) ** (s / (S - 1))``, clamped to ``[0, S - 1]``.
+
+    Example:
+        >>> from tf_sparse_prune.algorithms.smart import temperature_at
+        >>> [temperature_at(s, 3, 10.0, 0.1) for s in range(3)]
+        [10.0, 1.0, 0.1]
+    """
+    if length <= 1:
+        return float(final)
+    frac = min(max(step, 0), length - 1) / (length - 1)
+    return float(initial * (final / initial) ** frac)
+
+
+@tf.function(reduce_retracing=True)
+def _threshold(x, k, tau, sizes):
+    return soft_topk_threshold(x, k, tau, sizes)
+
+
+def _check_number(name: str, value: Any, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"SMART: {name}={value!r} is invalid; it must be a number > 0")
+    if not math.isfinite(float(value)) or (positive and not float(value) > 0):
+        raise ValueError(f"SMART: {name}={value!r} is invalid; it must be a finite number > 0")
+    return float(value)
+
+
+def _check_epochs(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"SMART: {name}={value!r} is invalid; it must be an integer >= {minimum}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class SMART(PruningAlgorithm):
+    """Differentiable global structured pruning with learned mask scores (module doc).
+
+    Args:
+        sparsity: Fraction of all pruned layers' weights to prune, in [0, 1). For
+            ``NM(n, m)`` it is fixed at ``1 - n/m`` (pass that or ``None``).
+        structure: The block: ``tsp.Block(16, 8)`` (the paper's), ``tsp.OneByN(n)``,
+            ``tsp.OutputChannel()``, ``tsp.Unstructured()`` or ``tsp.NM(n, m)``
+            (Algorithm 2). ``None``: ``Block(16, 8)``.
+        pretrain_epochs: ``T_pre``, dense epochs first (>= 0).
+        search_epochs: ``T_se``, epochs of soft-mask search (>= 1).
+            ``pretrain_epochs + search_epochs`` must not exceed ``fit``'s epochs.
+        initial_temperature: ``tau_0`` (> 0).
+        final_temperature: ``tau_f`` (> 0, <= ``tau_0``).
+        mask_optimizer: Only ``None`` (the model's optimizer trains the scores, as
+            the paper does by default); a separate optimizer is not implemented.
+        score_bound: ``c``: scores are projected onto ``[-c, c]`` after each step (> 0).
+
+    Raises:
+        ValueError: for an argument outside its valid values (the message names it).
+        NotImplementedError: for a ``mask_optimizer``.
+
+    Example:
+        >>> import tf_sparse_prune as tsp
+        >>> pruner = tsp.algorithms.SMART(0.7, tsp.Block(16, 8), search_epochs=20)
+        >>> pruner.temperature(0, 100), pruner.temperature(99, 100)
+        (10.0, 0.0001)
+    """
+
+    def __init__(
+        self,
+        sparsity: float | None = None,
+        structure=None,
+        pretrain_epochs: int = 0,
+        search_epochs: int = 20,
+        initial_temperature: float = 10.0,
+        final_temperature: float = 1e-4,
+        mask_optimizer: Any = None,
+        score_bound: float = 10.0,
+    ):
+        from tf_sparse_prune.structures import Block
+
+        super().__init__(Block(16, 8) if structure is None else structure)
+        fixed = self.structure.fixed_sparsity()
+        if sparsity is None:
+            if fixed is None:
+                raise ValueError("SMART: sparsity is required (a fraction in [0, 1), e.g. 0.7)")
+            sparsity = fixed
+        sparsity = _check_fraction("SMART", "sparsity", sparsity)
+        if fixed is not None and abs(sparsity - fixed) > 1e-9:
+            raise ValueError(
+                f"SMART: structure {self.structure!r} fixes the sparsity at {fixed}; pass "
+                f"sparsity={fixed} or leave it None"
+            )
+        self.sparsity = sparsity
+        self.pretrain_epochs = _check_epochs("pretrain_epochs", pretrain_epochs, 0)
+        self.search_epochs = _check_epochs("search_epochs", search_epochs, 1)
+        self.initial_temperature = _check_number("initial_temperature", initial_temperature)
+        self.final_temperature = _check_number("final_temperature", final_temperature)
+        if self.initial_temperature < self.final_temperature:
+            raise ValueError(
+                f"SMART: initial_temperature={initial_temperature!r} is below "
+                f"final_temperature={final_temperature!r}; the temperature decays, so pass "
+                f"initial_temperature >= final_temperature (paper: 10 and 1e-4)"
+            )
+        if mask_optimizer is not None:
+            raise NotImplementedError(
+                f"SMART: mask_optimizer={mask_optimizer!r} is not supported yet; pass None "
+                f"(the model's optimizer trains the mask scores, excluded from weight decay)"
+            )
+        self.mask_optimizer = None
+        self.score_bound = _check_number("score_bound", score_bound)
+        self._coupled: list = []
+        self._h_cache: tuple | None = None
+
+    # ---- properties ----------------------------------------------------------------
+    @property
+    def nm(self) -> bool:
+        """Whether this is the N:M variant (Algorithm 2)."""
+        return isinstance(self.structure, NM)
+
+    def temperature(self, step: int, length: int) -> float:
+        """The temperature of search batch ``step`` of ``length``."""
+        return temperature_at(step, length, self.initial_temperature, self.final_temperature)
+
+    # ---- state -----------------------------------------------------------------------
+    def build(self, wrapper):
+        def scalar(name, dtype, value):
+            return wrapper.add_weight(
+                name=name,
+                shape=(),
+                dtype=dtype,
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+            )
+
+        wrapper.smart_phase = scalar("smart_phase", "float32", 0.0)
+        wrapper.smart_epoch = scalar("smart_epoch", "int64", 0)
+        wrapper.smart_search_step = scalar("smart_search_step", "int64", 0)
+        wrapper.smart_search_length = scalar("smart_search_length", "int64", 0)
+        wrapper.smart_temperature = scalar("smart_temperature", "float64", self.initial_temperature)
+        wrapper.smart_threshold = scalar("smart_threshold", "float64", 0.0)
+        scores, sizes = [], []
+        for i, (var, depthwise) in enumerate(wrapper.targets):
+            if self.nm:
+                break
+            shape = tuple(int(d) for d in var.shape)
+            scores.append(
+                wrapper.add_weight(
+                    name=f"smart_scores_{i}",
+                    shape=wrapper.structure.grid_shape(shape, depthwise),
+                    initializer="ones",
+                    regularizer=None,
+                    trainable=True,
+                    dtype="float32",
+                )
+            )
+            sizes.append(np.asarray(wrapper.structure.block_sizes(shape, depthwise), np.float64))
+        wrapper.smart_scores = scores
+        wrapper.smart_sizes = sizes
+
+    # ---- forward -------------------------------------------------------------------------
+    def _soft_grid(self, wrapper, index, training):
+        """The soft mask grid of kernel ``index`` (float32), with the global coupling."""
+        tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
+        t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
+        if training and any(w is wrapper for w in self._coupled):
+            t = t + self._coupling()
+        m = tf.cast(keras.ops.convert_to_tensor(wrapper.smart_scores[index]), tf.float64)
+        return tf.cast(tf.sigmoid((m + t) / tau), tf.float32)
+
+    def _coupling(self):
+        """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores."""
+        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+        if graph is not None and self._h_cache is not None and self._h_cache[0] is graph:
+            return self._h_cache[1]
+        num = tf.constant(0.0, tf.float64)
+        den = tf.constant(0.0, tf.float64)
+        for w in self._coupled:
+            tau = tf.convert_to_tensor(w.smart_temperature)
+            t = tf.convert_to_tensor(w.smart_threshold)
+            for var, sizes in zip(w.smart_scores, w.smart_sizes, strict=True):
+                m = tf.cast(tf.convert_to_tensor(var), tf.float64)
+                f = tf.sigmoid((tf.stop_gradient(m) + t) / tau)
+                sv = tf.constant(sizes) * f * (1.0 - f) / tau
+                num += tf.reduce_sum(tf.stop_gradient(-sv) * (m - tf.stop_gradient(m)))
+                den += tf.reduce_sum(sv)
+        h = tf.math.divide_no_nan(num, tf.stop_gradient(den))
+        if graph is not None:
+            self._h_cache = (graph, h)
+        return h
+
+    def _nm_soft_grid(self, wrapper, index, kernel):
+        _var, depthwise = wrapper.targets[index]
+        blocks = wrapper.structure.to_blocks(kernel, depthwise)[..., 0]  # (t, g, o, m)
+        tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
+        return soft_topk(keras.ops.abs(blocks), self.structure.n, tau)
+
+    def effective_kernel(self, wrapper, index, kernel, training):
+        """``W * expand(M)``: ``M`` = the soft mask in the search, the stored mask otherwise."""
+        if self.nm:  # the bisection runs only while searching
+            in_search = keras.ops.equal(wrapper.smart_phase, 1.0)
+            soft = tf.cond(
+                in_search,
+                lambda: self._nm_soft_grid(wrapper, index, kernel),
+                lambda: tf.zeros_like(wrapper.masks[index]),
+            )
+        else:
+            soft = self._soft_grid(wrapper, index, training)
+        search = keras.ops.cast(keras.ops.equal(wrapper.smart_phase, 1.0), "float32")
+        mask = keras.ops.convert_to_tensor(wrapper.masks[index])
+        grid = search * keras.ops.cast(soft, "float32") + (1.0 - search) * mask
+        var, depthwise = wrapper.targets[index]
+        expanded = wrapper.structure.expand(grid, tuple(var.shape), depthwise)
+        return kernel * keras.ops.cast(expanded, kernel.dtype)
+
+    # ---- numpy helpers (callbacks) -------------------------------------------------------
+    def _entries(self, wrappers):
+        return [(w, i) for w in wrappers for i in range(len(w.targets))]
+
+    def _budget(self, wrappers) -> float:
+        total = sum(float(s.sum()) for w in wrappers for s in w.smart_sizes)
+        return (1.0 - self.sparsity) * total
+
+    def refresh_threshold(self, wrappers) -> float:
+        """Solves ``t`` for the current scores and temperature and stores it in every wrapper."""
+        if self.nm:
+            return 0.0
+        scores = np.concatenate([v.numpy().ravel() for w in wrappers for v in w.smart_scores])
+        sizes = np.concatenate([s.ravel() for w in wrappers for s in w.smart_sizes])
+        tau = float(wrappers[0].smart_temperature.numpy())
+        t = float(
+            _threshold(
+                tf.constant(scores, tf.float64),
+                tf.constant(self._budget(wrappers), tf.float64),
+                tf.constant(tau, tf.float64),
+                tf.constant(sizes),
+            )
+        )
+        for w in wrappers:
+            w.smart_threshold.assign(t)
+        return t
+
+    def init_scores(self, wrappers) -> None:
+        """``m_b = ||B_b||_2 / mean_b ||B_b||_2`` per kernel, clipped to the score box."""
+        for w in wrappers:
+            for i, (var, depthwise) in enumerate(w.targets):
+                norms = w.structure.reduce(var.numpy(), depthwise)
+                mean = float(np.mean(norms))
+                scores = norms / mean if mean > 0 else np.ones_like(norms)
+                w.smart_scores[i].assign(
+                    np.clip(scores, -self.score_bound, self.score_bound).astype(np.float32)
+                )
+
+    def hard_masks(self, wrappers) -> list[np.ndarray]:
+        """The hard top-k grid masks, one per (wrapper, kernel) in order."""
+        entries = self._entries(wrappers)
+        if self.nm:
+            out = []
+            for w, i in entries:
+                var, depthwise = w.targets[i]
+                scores = np.abs(np.asarray(w.structure.to_blocks(var.numpy(), depthwise))[..., 0])
+                out.append(w.structure.select(scores, self.sparsity))
+            return out
+        flat = [w.smart_scores[i].numpy() for w, i in entries]
+        sizes = [w.smart_sizes[i] for w, i in entries]
+        mask = select_by_weight_budget(
+            np.concatenate([f.ravel() for f in flat]),
+            self.sparsity,
+            np.concatenate([s.ravel() for s in sizes]),
+        )
+        out, start = [], 0
+        for f in flat:
+            out.append(mask[start : start + f.size].reshape(f.shape))
+            start += f.size
+        return out
+
+    def soft_masks(self, wrappers) -> list[np.ndarray]:
+        """The soft grid masks ``f`` at the current temperature and scores."""
+        out = []
+        for w, i in self._entries(wrappers):
+            if self.nm:
+                var, _ = w.targets[i]
+                out.append(np.asarray(self._nm_soft_grid(w, i, var.value)))
+            else:
+                out.append(np.asarray(self._soft_grid(w, i, training=False)))
+        return out
+
+    def _sizes(self, wrappers) -> list[np.ndarray]:
+        if self.nm:
+            return [np.ones(w.masks[i].shape) for w, i in self._entries(wrappers)]
+        return [w.smart_sizes[i] for w, i in self._entries(wrappers)]
+
+    def _set_all(self, wrappers, name, value):
+        for w in wrappers:
+            getattr(w, name).assign(value)
+
+    # ---- training hooks ----------------------------------------------------------------
+    def on_train_begin(self, wrappers, params):
+        epochs = params.get("epochs")
+        needed = self.pretrain_epochs + self.search_epochs
+        if epochs is not None and needed > epochs:
+            raise ValueError(
+                f"SMART: pretrain_epochs={self.pretrain_epochs} + search_epochs="
+                f"{self.search_epochs} = {needed} epochs, but fit runs epochs={epochs}; "
+                f"train for at least {needed} epochs or lower search_epochs"
+            )
+        self._steps = params.get("steps")
+        self._coupled = [] if self.nm else list(wrappers)
+        self._h_cache = None
+
+    def on_epoch_begin(self, wrappers, epoch):
+        e = int(wrappers[0].smart_epoch.numpy())
+        self._set_all(wrappers, "smart_epoch", e + 1)
+        phase = int(wrappers[0].smart_phase.numpy())
+        if e < self.pretrain_epochs or phase == PHASES["finetune"]:
+            return
+        if e >= self.pretrain_epochs + self.search_epochs:
+            self.finalize(wrappers)  # a search that ended without its final epoch end
+            return
+        if phase == PHASES["pretrain"]:
+            self.start_search(wrappers)
+
+    def start_search(self, wrappers) -> None:
+        """Enters the search: scores from the kernels, ``S``, ``tau_0`` and ``t``."""
+        steps = getattr(self, "_steps", None)
+        if not steps:
+            raise ValueError(
+                "SMART decays the temperature every batch and needs the number of batches per "
+                f"epoch, but fit reported steps={steps}; pass steps_per_epoch to fit"
+            )
+        self._set_all(wrappers, "smart_search_length", int(steps) * self.search_epochs)
+        self._set_all(wrappers, "smart_search_step", 0)
+        self._set_all(wrappers, "smart_temperature", self.initial_temperature)
+        self._set_all(wrappers, "smart_phase", float(PHASES["search"]))
+        if not self.nm:
+            self.init_scores(wrappers)
+            self.refresh_threshold(wrappers)
+
+    def on_train_batch_end(self, wrappers, step):
+        if int(wrappers[0].smart_phase.numpy()) != PHASES["search"]:
+            return
+        if not self.nm:
+            c = self.score_bound
+            for w in wrappers:
+                for var in w.smart_scores:
+                    var.assign(np.clip(var.numpy(), -c, c))
+        s = int(wrappers[0].smart_search_step.numpy()) + 1
+        length = int(wrappers[0].smart_search_length.numpy())
+        self._set_all(wrappers, "smart_search_step", s)
+        self._set_all(wrappers, "smart_temperature", self.temperature(s, length))
+        self.refresh_threshold(wrappers)
+
+    def on_epoch_end(self, wrappers, epoch, logs):
+        phase = int(wrappers[0].smart_phase.numpy())
+        e = int(wrappers[0].smart_epoch.numpy())  # epochs begun, this one included
+        gap = 0.0
+        if phase == PHASES["search"]:
+            hard = self.hard_masks(wrappers)
+            sizes = self._sizes(wrappers)
+            soft = self.soft_masks(wrappers)
+            total = sum(float(s.sum()) for s in sizes)
+            gap = sum(
+                float(np.sum(s * np.abs(f - h))) for s, f, h in zip(sizes, soft, hard, strict=True)
+            )
+            gap /= max(total, 1.0)
+            logs["smart_temperature"] = float(wrappers[0].smart_temperature.numpy())
+            for (w, i), h in zip(self._entries(wrappers), hard, strict=True):
+                w.set_mask(i, h)
+            if e >= self.pretrain_epochs + self.search_epochs:
+                self.finalize(wrappers, hard)
+        else:
+            logs["smart_temperature"] = float(wrappers[0].smart_temperature.numpy())
+        logs["smart_phase"] = float(wrappers[0].smart_phase.numpy())
+        logs["smart_soft_hard_gap"] = gap
+        from tf_sparse_prune.callbacks import model_sparsity
+
+        logs["smart_hard_sparsity"] = model_sparsity(wrappers)
+
+    def finalize(self, wrappers, hard: list[np.ndarray] | None = None) -> None:
+        """Freezes the hard global top-k mask and starts the fine-tune phase."""
+        if hard is None:
+            hard = self.hard_masks(wrappers)
+        for (w, i), h in zip(self._entries(wrappers), hard, strict=True):
+            w.set_mask(i, h)
+        self._set_all(wrappers, "smart_temperature", self.final_temperature)
+        self._set_all(wrappers, "smart_phase", float(PHASES["finetune"]))
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """``[TemperatureSchedule(self)]``: the pruning hooks and the temperature decay."""
+        return [TemperatureSchedule(self)]
+
+    # ---- serialization -------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {
+            "sparsity": self.sparsity,
+            "structure": keras.saving.serialize_keras_object(self.structure),
+            "pretrain_epochs": self.pretrain_epochs,
+            "search_epochs": self.search_epochs,
+            "initial_temperature": self.initial_temperature,
+            "final_temperature": self.final_temperature,
+            "mask_optimizer": None,
+            "score_bound": self.score_bound,
+        }
+
+
+class TemperatureSchedule(PruningCallback):
+    """SMART's callback: the pruning hooks, the per-batch temperature decay and the
+    exclusion of the mask scores from the optimizer's weight decay.
+
+    Its state (temperature, search step, phase) lives in the wrappers' weights, so it
+    survives ``save``/``load_model`` and a resumed ``fit`` continues exactly.
+    """
+
+    def on_train_begin(self, logs=None):
+        spe = getattr(self.model, "steps_per_execution", 1) or 1
+        if int(spe) > 1:
+            raise ValueError(
+                f"SMART updates the temperature and the global threshold after every batch, "
+                f"but the model was compiled with steps_per_execution={spe}; compile it with "
+                f"steps_per_execution=1"
+            )
+        super().on_train_begin(logs)
+        scores = [v for w in self.wrappers for v in getattr(w, "smart_scores", [])]
+        optimizer = getattr(self.model, "optimizer", None)
+        if scores and optimizer is not None:
+            exclude_from_weight_decay(optimizer, scores)
+
+
+def exclude_from_weight_decay(optimizer: keras.optimizers.Optimizer, variables: list) -> None:
+    """Adds ``variables`` to ``optimizer``'s weight-decay exclusions, keeping the others.
+
+    ``Optimizer.exclude_from_weight_decay`` replaces the exclusions and refuses a built
+    optimizer (e.g. one restored by ``load_model``); the exclusion set is read when the
+    train step is traced, so adding to it (and clearing its cache) works in both cases.
+    """
+    keys = {optimizer._var_key(v) for v in variables}
+    optimizer._exclude_from_weight_decay = (
+        set(getattr(optimizer, "_exclude_from_weight_decay", set())) | keys
+    )
+    optimizer._exclude_from_weight_decay_cache = {}
