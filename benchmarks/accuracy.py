@@ -102,6 +102,26 @@ def _variants() -> dict[str, tuple[str, Callable | None]]:
         "subp",
         subp(16, 0.75, score_on="weights", regrow="random"),
     )
+
+    # SMART: dense until the magnitude ramp begins (epoch 1 of 8), soft-mask search with
+    # the temperature decayed every batch until it ends (epochs 1-4), the hard global
+    # top-k from epoch 5 on; paper temperatures (10 -> 1e-4), the model's optimizer.
+    def smart(structure, sparsity):
+        def make(schedule, epochs=recipe.EPOCHS):
+            from tf_sparse_prune.algorithms.smart import SMART
+
+            scale = epochs / recipe.EPOCHS
+            pretrain = min(round(recipe.PRUNE_BEGIN_EPOCH * scale), epochs - 1)
+            end = max(pretrain + 1, round(recipe.PRUNE_END_EPOCH * scale))
+            search = min(end, epochs) - pretrain
+            return SMART(sparsity, structure(), pretrain_epochs=pretrain, search_epochs=search)
+
+        return make
+
+    for s in (0.5, 0.7, 0.75, 0.9):
+        table[f"smart_1x16_{s}"] = ("smart", smart(lambda: tsp.OneByN(16), s))
+    table["smart_block16x8_0.75"] = ("smart", smart(lambda: tsp.Block(16, 8), 0.75))
+    table["smart_2:4"] = ("smart", smart(lambda: tsp.NM(2, 4), None))
     return table
 
 
