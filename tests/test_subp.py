@@ -144,9 +144,9 @@ class _Snapshots(keras.callbacks.Callback):
         self.epochs.append(
             {
                 w.layer.name: (
-                    keras.ops.convert_to_numpy(w.layer.kernel).copy(),
-                    keras.ops.convert_to_numpy(w.masks[0]).copy(),
-                    float(keras.ops.convert_to_numpy(w.subp_soft)),
+                    w.layer.kernel.numpy().copy(),
+                    w.masks[0].numpy().copy(),
+                    float(w.subp_soft.numpy()),
                 )
                 for w in collect_wrappers(self.model)
             }
@@ -219,7 +219,7 @@ def test_every_row_keeps_the_same_number_of_blocks_after_each_update(regrow, dec
     # the final mask is hard: masked weights are zero, the stripped model keeps exactly it
     final = tsp.strip_pruning(pruned)
     for w in collect_wrappers(pruned):
-        grid = keras.ops.convert_to_numpy(w.masks[0])
+        grid = w.masks[0].numpy()
         c = grid.shape[1]
         assert np.all(grid.sum(axis=1) == c - math.floor(p * c))
         kernel = final.get_layer(w.layer.name).kernel.numpy()
