@@ -119,6 +119,22 @@ class PruneWrapper(keras.layers.Wrapper):
         grid = self.masks[index].numpy()
         return np.asarray(self.structure.expand(grid, tuple(var.shape), depthwise))
 
+    def add_state(self, name: str, value: float, dtype: str = "float32") -> keras.Variable:
+        """A non-trainable scalar for an algorithm's per-layer state, saved with the model.
+
+        It is also set as the attribute ``name`` (e.g. ``wrapper.subp_epoch``). Call it
+        from :meth:`PruningAlgorithm.build`; prefix ``name`` with the method's name.
+        """
+        var = self.add_weight(
+            name=name,
+            shape=(),
+            dtype=dtype,
+            initializer=keras.initializers.Constant(value),
+            trainable=False,
+        )
+        setattr(self, name, var)
+        return var
+
     def set_mask(self, index: int, grid_mask: np.ndarray) -> None:
         """Assigns the block-grid mask of kernel ``index``."""
         self.masks[index].assign(np.asarray(grid_mask, np.float32))

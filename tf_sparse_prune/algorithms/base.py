@@ -11,7 +11,8 @@ Hooks (override what a method needs):
 
 * ``structure_for(layer)`` / ``check_layer(...)``: which structure a layer uses,
   and whether it applies (raise :class:`~tf_sparse_prune.structures.StructureError`).
-* ``build(wrapper)``: create extra per-layer state with ``wrapper.add_weight``.
+* ``build(wrapper)``: create extra per-layer state with ``wrapper.add_state``
+  (scalars) or ``wrapper.add_weight``.
 * ``effective_kernel(wrapper, index, kernel, training)``: the kernel the layer
   computes with (default ``kernel * expand(mask)``: masked weights get zero gradient).
 * ``loss(wrapper)``: an extra loss term or ``None``.

@@ -138,18 +138,9 @@ class PDP(PruningAlgorithm):
 
     # ---- state and forward ------------------------------------------------------------
     def build(self, wrapper):
-        def scalar(name, dtype, value):
-            return wrapper.add_weight(
-                name=name,
-                shape=(),
-                dtype=dtype,
-                initializer=keras.initializers.Constant(value),
-                trainable=False,
-            )
-
-        wrapper.pdp_ratio = scalar("pdp_ratio", "float32", 0.0)
-        wrapper.pdp_epoch = scalar("pdp_epoch", "int64", 0)
-        wrapper.pdp_soft = scalar("pdp_soft", "float32", 1.0)
+        wrapper.add_state("pdp_ratio", 0.0)
+        wrapper.add_state("pdp_epoch", 0, "int64")
+        wrapper.add_state("pdp_soft", 1.0)
 
     def _soft_grid(self, wrapper, index, kernel, ratio):
         _var, depthwise = wrapper.targets[index]

@@ -216,21 +216,12 @@ class SMART(PruningAlgorithm):
 
     # ---- state -----------------------------------------------------------------------
     def build(self, wrapper):
-        def scalar(name, dtype, value):
-            return wrapper.add_weight(
-                name=name,
-                shape=(),
-                dtype=dtype,
-                initializer=keras.initializers.Constant(value),
-                trainable=False,
-            )
-
-        wrapper.smart_phase = scalar("smart_phase", "float32", 0.0)
-        wrapper.smart_epoch = scalar("smart_epoch", "int64", 0)
-        wrapper.smart_search_step = scalar("smart_search_step", "int64", 0)
-        wrapper.smart_search_length = scalar("smart_search_length", "int64", 0)
-        wrapper.smart_temperature = scalar("smart_temperature", "float64", self.initial_temperature)
-        wrapper.smart_threshold = scalar("smart_threshold", "float64", 0.0)
+        wrapper.add_state("smart_phase", 0.0)
+        wrapper.add_state("smart_epoch", 0, "int64")
+        wrapper.add_state("smart_search_step", 0, "int64")
+        wrapper.add_state("smart_search_length", 0, "int64")
+        wrapper.add_state("smart_temperature", self.initial_temperature, "float64")
+        wrapper.add_state("smart_threshold", 0.0, "float64")
         scores, sizes = [], []
         for i, (var, depthwise) in enumerate(wrapper.targets):
             if self.nm:

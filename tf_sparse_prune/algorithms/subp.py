@@ -306,20 +306,8 @@ class SUBP(PruningAlgorithm):
 
     # ---- state and forward pass ----------------------------------------------------------
     def build(self, wrapper):
-        wrapper.subp_epoch = wrapper.add_weight(
-            name="subp_epoch",
-            shape=(),
-            dtype="int64",
-            initializer=keras.initializers.Constant(0),
-            trainable=False,
-        )
-        wrapper.subp_soft = wrapper.add_weight(
-            name="subp_soft",
-            shape=(),
-            dtype="float32",
-            initializer=keras.initializers.Constant(1.0),
-            trainable=False,
-        )
+        wrapper.add_state("subp_epoch", 0, "int64")
+        wrapper.add_state("subp_soft", 1.0)
 
     def effective_kernel(self, wrapper, index, kernel, training):
         """``kernel * mask`` in value; gradient 1 everywhere while soft, ``mask`` once final."""
