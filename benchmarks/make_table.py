@@ -66,7 +66,11 @@ def accuracy_table() -> str:
     sizes = sorted({k[5] for k in groups})
     head = (
         f"Fashion-MNIST CNN, recipe of `benchmarks/recipe.py` (epochs {epochs}, "
-        f"train size {sizes}, full 10k test set, accuracy of the stripped model)."
+        f"train size {sizes}, full 10k test set, accuracy of the stripped model; ± is the "
+        f"standard deviation over seeds). `train s` and `step time vs dense` compare each run "
+        f"with the dense run of the same invocation; most runs shared the 2 cores with other "
+        f"jobs, so read those two columns as noise: the overhead table below is the controlled "
+        f"measurement."
     )
     return head + "\n\n" + "\n".join(lines)
 
@@ -83,7 +87,7 @@ def overhead_table() -> str:
         return "(no overhead results yet)"
     lines = [
         "| framework | variant | step time, pruned / plain (median of rounds) "
-        "| ratio of the fastest rounds | rounds |",
+        "| ratio of the fastest 10% of steps | rounds |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
