@@ -27,7 +27,7 @@ Examples::
 
     python benchmarks/ocs.py                                           # the full table
     python benchmarks/ocs.py --models fashion_cnn --reductions 0.5 --epochs 2 \\
-        --train-size 1024 --finetune-epochs 1 --out /tmp/ocs.json --png /tmp/ocs.png
+        --train-size 1024 --finetune-epochs 1 --out ocs_tiny.json --png ocs_tiny.png
 """
 
 from __future__ import annotations
