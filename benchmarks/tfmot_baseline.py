@@ -54,7 +54,7 @@ Usage (full run, as scheduled by the lead)::
 Quick check::
 
     .venv-tfmot/bin/python benchmarks/tfmot_baseline.py --epochs 1 --train-size 2048 \\
-        --out benchmarks/results/tmp/tfmot_quick.json
+        --out tfmot_quick.json
 """
 
 from __future__ import annotations
