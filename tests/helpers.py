@@ -127,3 +127,25 @@ def _all_layers(model):
             yield from _all_layers(layer)
         else:
             yield layer
+
+
+def save_and_resume(model, path, x, y, epochs, initial_epoch, **fit_kwargs):
+    """Saves ``model`` to ``path``, reloads it and continues ``fit`` with its own pruner.
+
+    Returns the reloaded, further-trained model (the resume half of the resume tests).
+    """
+    import tf_sparse_prune as tsp
+
+    model.save(path)
+    resumed = keras.models.load_model(path)
+    fit_kwargs.setdefault("shuffle", False)
+    fit_kwargs.setdefault("verbose", 0)
+    resumed.fit(
+        x,
+        y,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=tsp.get_pruner(resumed).callbacks(),
+        **fit_kwargs,
+    )
+    return resumed

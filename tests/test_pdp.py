@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sparse_prune as tsp
-from tests.helpers import compile_for_classification, random_data, small_cnn
+from tests.helpers import compile_for_classification, random_data, save_and_resume, small_cnn
 from tf_sparse_prune.algorithms.pdp import PDP, pdp_mask
 from tf_sparse_prune.wrappers import collect_wrappers
 
@@ -103,9 +103,7 @@ def test_resume_from_a_saved_model_matches_an_unbroken_run(tmp_path):
     straight.fit(epochs=4, callbacks=tsp.get_pruner(straight).callbacks(), **common)
     first = make()
     first.fit(epochs=4, callbacks=[*tsp.get_pruner(first).callbacks(), _StopAfter()], **common)
-    first.save(tmp_path / "mid.keras")
-    resumed = keras.models.load_model(tmp_path / "mid.keras")
-    resumed.fit(epochs=4, initial_epoch=2, callbacks=tsp.get_pruner(resumed).callbacks(), **common)
+    resumed = save_and_resume(first, tmp_path / "mid.keras", x, y, 4, 2, batch_size=16)
     for a, b in zip(collect_wrappers(straight), collect_wrappers(resumed), strict=True):
         np.testing.assert_array_equal(b.masks[0].numpy(), a.masks[0].numpy())
         assert float(b.pdp_ratio.numpy()) == float(a.pdp_ratio.numpy()) == 0.75

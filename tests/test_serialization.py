@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 import tf_sparse_prune as tsp
-from tests.helpers import compile_for_classification, masks_of, random_data, small_cnn
+from tests.helpers import (
+    compile_for_classification,
+    masks_of,
+    random_data,
+    save_and_resume,
+    small_cnn,
+)
 from tf_sparse_prune.wrappers import collect_wrappers
 
 EXAMPLES = {
@@ -131,18 +137,7 @@ def test_resume_mid_schedule_gives_the_same_masks_and_weights_as_an_unbroken_run
     first.fit(
         x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=pruner2.callbacks()
     )
-    first.save(tmp_path / "mid.keras")
-    resumed = keras.models.load_model(tmp_path / "mid.keras")
-    resumed.fit(
-        x,
-        y,
-        batch_size=16,
-        epochs=4,
-        initial_epoch=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=tsp.get_pruner(resumed).callbacks(),
-    )
+    resumed = save_and_resume(first, tmp_path / "mid.keras", x, y, 4, 2, batch_size=16)
 
     assert int(collect_wrappers(resumed)[0].pruning_step.numpy()) == 15
     for name, mask in masks_of(straight).items():

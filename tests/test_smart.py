@@ -7,7 +7,13 @@ import pytest
 import tensorflow as tf
 
 import tf_sparse_prune as tsp
-from tests.helpers import compile_for_classification, masks_of, random_data, small_cnn
+from tests.helpers import (
+    compile_for_classification,
+    masks_of,
+    random_data,
+    save_and_resume,
+    small_cnn,
+)
 from tf_sparse_prune.algorithms.smart import SMART, temperature_at
 from tf_sparse_prune.ops import soft_topk
 from tf_sparse_prune.structures import StructureError
@@ -343,19 +349,8 @@ def test_resume_mid_search_matches_an_unbroken_run(tmp_path):
     interrupted, _ = _fit_cnn(make(), epochs=4, seed_weights=initial, callbacks=[_StopAfter(2)])
     w = collect_wrappers(interrupted)[0]
     assert int(w.smart_phase.numpy()) == 1 and int(w.smart_search_step.numpy()) == 4
-    interrupted.save(tmp_path / "mid.keras")
-    resumed = keras.models.load_model(tmp_path / "mid.keras")
     x, y = random_data(64)
-    resumed.fit(
-        x,
-        y,
-        batch_size=16,
-        epochs=4,
-        initial_epoch=2,
-        shuffle=False,
-        verbose=0,
-        callbacks=tsp.get_pruner(resumed).callbacks(),
-    )
+    resumed = save_and_resume(interrupted, tmp_path / "mid.keras", x, y, 4, 2, batch_size=16)
     a, b = collect_wrappers(straight), collect_wrappers(resumed)
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_array_equal(wb.masks[0].numpy(), wa.masks[0].numpy())
