@@ -50,6 +50,9 @@ import recipe  # noqa: E402
 RESULTS = HERE / "results"
 MODELS = ("fashion_cnn", "resnet20")
 VARIANTS = ("dense", "ocs", "l2ft")
+# the paper's Table 6 ablation: OCSPruner with one part of the regulariser switched off
+ABLATIONS = {"ocs_loss_only": {"shrink": False}, "ocs_shrink_only": {"loss_term": False}}
+TMP = RESULTS / "tmp"
 
 
 def _model(name: str):
@@ -118,11 +121,11 @@ def run(model_name, variant, reduction, data, args, seed):
     model = _compile(_model(model_name), recipe.LEARNING_RATE, args.epochs * spe)
     flops_before, params_before = tsp.count_flops(model), tsp.count_params(model)
     row = {"model": model_name, "variant": variant, "flops_reduction": reduction, "seed": seed}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     final, extra = model, {}
     if variant == "dense":
         model.fit(ds, epochs=args.epochs, verbose=args.verbose)
-    elif variant == "ocs":
+    elif variant == "ocs" or variant in ABLATIONS:
         last = args.last_search_epoch if args.last_search_epoch >= 0 else args.epochs // 2
         start = args.start_epoch if args.start_epoch == "auto" else int(args.start_epoch)
         pruner = OCSPruner(
@@ -136,6 +139,7 @@ def run(model_name, variant, reduction, data, args, seed):
             penalty_step=args.penalty_step,
             penalty_interval=args.penalty_interval,
             max_layer_prune=args.max_layer_prune,
+            **ABLATIONS.get(variant, {}),
         )
         final, history = pruner.fit(model, ds, epochs=args.epochs, verbose=args.verbose)
         extra = {
@@ -156,6 +160,13 @@ def run(model_name, variant, reduction, data, args, seed):
             final.fit(ds, epochs=ft, verbose=args.verbose)
         extra = {"finetune_epochs": ft}
     row["train_seconds"] = time.perf_counter() - t0
+    # CPU seconds of the whole process (all threads): unaffected by other jobs on the machine
+    # or by the run being paused, so the ratio to dense is the cost of the cycle itself
+    row["train_cpu_seconds"] = time.process_time() - c0
+    TMP.mkdir(parents=True, exist_ok=True)
+    saved = TMP / f"ocs_{model_name}_{variant}_{reduction}.keras"
+    final.save(saved)
+    row["saved_model"] = str(saved.relative_to(HERE.parent))
     final.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
@@ -198,7 +209,7 @@ def plot_jaccard(rows: list[dict], path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no Jaccard plot", flush=True)
         return False
-    ocs = [r for r in rows if r["variant"] == "ocs"]
+    ocs = [r for r in rows if r["variant"] == "ocs"]  # the full method only
     models = sorted({r["model"] for r in ocs})
     if not models:
         return False
@@ -224,11 +235,90 @@ def plot_jaccard(rows: list[dict], path: Path) -> bool:
     return True
 
 
+def time_interleaved(flats: dict[str, bytes], runs: int, warmup: int) -> dict[str, float]:
+    """Median single-image latency (ms, 1 thread, stock LiteRT) of each model, A/B interleaved."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interps = {}
+    for key, flat in flats.items():
+        it = Interpreter(model_content=flat, num_threads=1)
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        x = np.random.default_rng(0).standard_normal(inp["shape"]).astype("float32")
+        it.set_tensor(inp["index"], x)
+        for _ in range(warmup):
+            it.invoke()
+        interps[key] = it
+    times: dict[str, list[float]] = {k: [] for k in interps}
+    for _ in range(runs):
+        for key, it in interps.items():
+            t = time.perf_counter()
+            it.invoke()
+            times[key].append(time.perf_counter() - t)
+    return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+
+
+def bench_latency(args) -> int:
+    """Stock-TFLite latency of every saved small model vs its dense model (``ocs_latency.json``)."""
+    import keras
+
+    import tf_sparse_prune as tsp
+
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    out = []
+    for name in args.models:
+        mine = [r for r in rows if r["model"] == name and r.get("saved_model")]
+        dense = [r for r in mine if r["variant"] == "dense"]
+        if not dense:
+            print(f"{name}: no saved dense model in {args.out}; run the training first")
+            continue
+        flats = {}
+        for r in mine:
+            path = HERE.parent / r["saved_model"]
+            if path.exists():
+                flats[(r["variant"], r["flops_reduction"])] = tsp.export_tflite(
+                    keras.saving.load_model(path, compile=False)
+                )
+        ms = time_interleaved(flats, args.runs, args.warmup)
+        base = ms[("dense", 0.0)]
+        for r in mine:
+            key = (r["variant"], r["flops_reduction"])
+            if key not in ms:
+                continue
+            out.append(
+                {
+                    "model": name,
+                    "variant": r["variant"],
+                    "flops_reduction": r["flops_reduction"],
+                    "latency_ms": round(ms[key], 4),
+                    "dense_latency_ms": round(base, 4),
+                    "speedup": round(base / ms[key], 3),
+                    "flops_ratio": round(r["flops_before"] / r["flops"], 3),
+                    "threads": 1,
+                    "runs": args.runs,
+                }
+            )
+            print(json.dumps(out[-1]), flush=True)
+    path = args.out.with_name("ocs_latency.json")
+    path.write_text(json.dumps({"loadavg_1min": os.getloadavg()[0], "rows": out}, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument(
+        "--variants", nargs="+", default=[*VARIANTS, *ABLATIONS], choices=[*VARIANTS, *ABLATIONS]
+    )
     parser.add_argument("--reductions", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument(
+        "--ablation-reductions",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="the reductions at which the ablation variants run",
+    )
     parser.add_argument("--epochs", type=int, default=recipe.EPOCHS)
     parser.add_argument("--finetune-epochs", type=int, default=recipe.EPOCHS // 2)
     parser.add_argument("--train-size", type=int, default=recipe.TRAIN_SIZE)
@@ -245,7 +335,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "ocs.json")
     parser.add_argument("--png", type=Path, default=RESULTS / "ocs_jaccard.png")
     parser.add_argument("--verbose", type=int, default=2)
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="no training: time the saved models of --out in stock TFLite (1 thread)",
+    )
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args(argv)
+    if args.latency:
+        return bench_latency(args)
 
     import tf_sparse_prune as tsp
 
@@ -253,16 +352,20 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models:
-        dense_seconds = None
+        dense_seconds = dense_cpu = None
         plan = [("dense", 0.0)] if "dense" in args.variants else []
-        plan += [(v, a) for a in args.reductions for v in args.variants if v != "dense"]
+        plan += [(v, a) for a in args.reductions for v in VARIANTS[1:] if v in args.variants]
+        plan += [(v, a) for a in args.ablation_reductions for v in ABLATIONS if v in args.variants]
         for variant, reduction in plan:
             print(f"== {name} {variant} alpha={reduction} epochs={args.epochs}", flush=True)
             row = run(name, variant, reduction, data, args, args.seed)
             if variant == "dense":
-                dense_seconds = row["train_seconds"]
+                dense_seconds, dense_cpu = row["train_seconds"], row["train_cpu_seconds"]
             row["wall_clock_vs_dense"] = (
                 None if dense_seconds is None else row["train_seconds"] / dense_seconds
+            )
+            row["cpu_time_vs_dense"] = (
+                None if dense_cpu is None else row["train_cpu_seconds"] / dense_cpu
             )
             print(json.dumps({k: v for k, v in row.items() if "jaccard" not in k}), flush=True)
             rows.append(row)

@@ -275,6 +275,32 @@ def test_regularizer_step_never_flips_a_sign():
     assert np.all(kernel[:, 0] == 0) and np.all(kernel[:, 1:] != 0)
 
 
+@pytest.mark.parametrize("loss_term, shrink", [(True, False), (False, True)])
+def test_regularizer_ablation_applies_only_the_switched_on_part(loss_term, shrink):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2, name="o")(L.Dense(3, use_bias=False, name="a")(inputs)))
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.standard_normal(w.shape) for w in model.get_weights()])
+    graph = DependencyGraph(model)
+    before = model.get_layer("a").kernel.numpy().copy()
+    lam, lr = 0.5, 0.1
+    eta = lam * lr
+    removal = {graph.group_of("a").id: [2]}
+    _Regularizer(_slices(model, graph), removal, loss_term=loss_term, shrink=shrink).apply(lam, lr)
+    after = model.get_layer("a").kernel.numpy()
+    factor = (1 - eta / np.linalg.norm(before[:, 2])) if loss_term else 1.0
+    factor *= (1 - eta) if shrink else 1.0
+    np.testing.assert_allclose(after[:, 2], before[:, 2] * factor, rtol=1e-5)
+    np.testing.assert_array_equal(after[:, :2], before[:, :2])
+
+
+def test_pruner_without_any_regulariser_part_is_rejected():
+    with pytest.raises(ValueError, match="loss_term=False and shrink=False"):
+        OCSPruner(loss_term=False, shrink=False)
+    with pytest.raises(ValueError, match="shrink=1 must be True or False"):
+        OCSPruner(shrink=1)
+
+
 # ---------------------------------------------------------------- errors and config
 
 

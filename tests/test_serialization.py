@@ -68,6 +68,7 @@ EXAMPLES = {
         penalty_interval=2,
         max_layer_prune=0.6,
         start_threshold=1e-3,
+        shrink=False,
     ),
     "PruneWrapper": lambda: tsp.PruneWrapper(
         keras.layers.Dense(16, name="d"), tsp.Magnitude(0.5, tsp.OneByN(8))

@@ -397,9 +397,17 @@ class _Regularizer:
     """
 
     def __init__(
-        self, slices: Sequence[_Slice], removal: Mapping[int, Sequence[int]] | None = None
+        self,
+        slices: Sequence[_Slice],
+        removal: Mapping[int, Sequence[int]] | None = None,
+        *,
+        loss_term: bool = True,
+        shrink: bool = True,
     ) -> None:
         self.slices = list(slices)
+        # the Table 6 ablation: each part of the update can be switched off
+        self._loss_weight = np.float32(1.0 if loss_term else 0.0)
+        self._shrink_weight = np.float32(1.0 if shrink else 0.0)
         self.groups = sorted({s.group for s in slices})
         self.sizes = {s.group: len(s.counts) for s in slices}
         by_var: dict[int, tuple[Any, list]] = {}
@@ -441,7 +449,9 @@ class _Regularizer:
                 scale = scale + ops.reshape(ops.matmul(onehot, inv[:, None]), s.broadcast)
                 on = ops.reshape(ops.matmul(onehot, mask[:, None]), s.broadcast)
                 covered = ops.maximum(covered, on)
-            factor = ops.maximum(0.0, 1.0 - eta * scale) * (1.0 - eta * covered)
+            factor = ops.maximum(0.0, 1.0 - eta * self._loss_weight * scale) * (
+                1.0 - eta * self._shrink_weight * covered
+            )
             var.assign(value * factor)
 
     def apply(self, lam: float, lr: float) -> None:
@@ -497,7 +507,9 @@ class OCSCallback(keras.callbacks.Callback):
         check_graph_model(self.model, "OCSPruner")
         self.graph = DependencyGraph(self.model)
         self._slices = _slices(self.model, self.graph)
-        self._built_regularizer = _Regularizer(self._slices)
+        self._built_regularizer = _Regularizer(
+            self._slices, loss_term=p.loss_term, shrink=p.shrink
+        )
         full = self.graph.flops_after({})
         biggest = 1.0 - self.graph.flops_after(max_removal(self.graph, p.max_layer_prune)) / full
         if biggest + 1e-12 < p.flops_reduction:
@@ -620,6 +632,10 @@ class OCSPruner:
         penalty_interval: ``Delta t`` (Eq. 7, >= 1).
         max_layer_prune: No group loses more than this fraction of its channels, in (0, 1].
         start_threshold: ``tau`` of Eq. 5 (>= 0).
+        loss_term: Apply the Eq. 8 group-lasso term (the paper's Table 6 ablation switches
+            it off).
+        shrink: Apply the Eq. 9 multiplicative shrink (likewise). At least one of the two
+            must be on.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -647,6 +663,8 @@ class OCSPruner:
         penalty_interval: int = 1,
         max_layer_prune: float = 0.75,
         start_threshold: float = 1e-4,
+        loss_term: bool = True,
+        shrink: bool = True,
     ) -> None:
         ok = isinstance(flops_reduction, (int, float)) and not isinstance(flops_reduction, bool)
         if not ok or not 0.0 < float(flops_reduction) < 1.0:
@@ -672,6 +690,15 @@ class OCSPruner:
             raise ValueError(f"OCSPruner: max_layer_prune={max_layer_prune!r} is outside (0, 1]")
         self.max_layer_prune = float(max_layer_prune)
         self.start_threshold = _check_float("start_threshold", start_threshold, 0.0)
+        for name, flag in (("loss_term", loss_term), ("shrink", shrink)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"OCSPruner: {name}={flag!r} must be True or False")
+        if not (loss_term or shrink):
+            raise ValueError(
+                "OCSPruner: loss_term=False and shrink=False leave no regulariser; keep at "
+                "least one of them True (both: the paper's method)"
+            )
+        self.loss_term, self.shrink = bool(loss_term), bool(shrink)
         self.state: dict[str, Any] = {}
         self._graph: DependencyGraph | None = None
 
@@ -791,6 +818,8 @@ class OCSPruner:
             "penalty_interval": self.penalty_interval,
             "max_layer_prune": self.max_layer_prune,
             "start_threshold": self.start_threshold,
+            "loss_term": self.loss_term,
+            "shrink": self.shrink,
         }
 
     @classmethod
