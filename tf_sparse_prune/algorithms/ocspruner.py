@@ -507,9 +507,7 @@ class OCSCallback(keras.callbacks.Callback):
         check_graph_model(self.model, "OCSPruner")
         self.graph = DependencyGraph(self.model)
         self._slices = _slices(self.model, self.graph)
-        self._built_regularizer = _Regularizer(
-            self._slices, loss_term=p.loss_term, shrink=p.shrink
-        )
+        self._built_regularizer = _Regularizer(self._slices, loss_term=p.loss_term, shrink=p.shrink)
         full = self.graph.flops_after({})
         biggest = 1.0 - self.graph.flops_after(max_removal(self.graph, p.max_layer_prune)) / full
         if biggest + 1e-12 < p.flops_reduction:
