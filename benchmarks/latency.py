@@ -203,6 +203,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         warmup=args.warmup,
         min_sparsity=args.min_sparsity,
         width_aware=args.width_aware,
+        fuse_residual=args.fuse_residual,
         **kw,
     )
     return {
@@ -214,6 +215,8 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         "declined_nodes": len(r.declined),
         "isa": r.isa,
         "max_rel_diff": r.max_rel_diff,
+        "fuse_residual": args.fuse_residual,
+        "claimed_adds": sum(" ADD " in c for c in r.claimed),
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -412,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subp-layers", type=int, default=len(RESNET18_LAYERS))
     p.add_argument("--layers", nargs="+", default=None, help="subset of the ResNet-50 layers")
     p.add_argument("--tag", default="", help="suffix of the JSON file names")
+    p.add_argument(
+        "--no-fuse-residual",
+        dest="fuse_residual",
+        action="store_false",
+        help="leave residual ADDs to TFLite (default: the delegate runs them in its convs)",
+    )
     args = p.parse_args(argv)
     if args.runs < 30:
         print("note: fewer than 30 runs; the issue asks for medians of >= 30", file=sys.stderr)
@@ -443,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sparsities": sub.sparsities,
                 "min_sparsity": sub.min_sparsity,
                 "width_aware": sub.width_aware,
+                "fuse_residual": sub.fuse_residual,
                 "ab_interleaved": True,
                 "statistic": "median",
             },

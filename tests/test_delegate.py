@@ -359,3 +359,110 @@ def test_tsp_bench_cli_reports_both_interpreters(zoo_flat, tmp_path, capsys):
     assert main([str(path), "--runs", "0"]) == 2
     assert main([str(tmp_path / "missing.tflite")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---- residual ADD fused into the convolution's epilogue ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def residual_flat() -> bytes:
+    """ResNet-style blocks: conv -> (folded BN) -> Add(shortcut) -> ReLU, 1x16-pruned.
+
+    ``res_a``: the conv output feeds only the ADD (fusable, identity shortcut).
+    ``res_b``: projection shortcut ``proj_b``, itself a claimed conv (one of the two fuses).
+    ``res_c``: the conv output is also a model output (the ADD is claimed but runs alone).
+    ``res_d``: an ADD with a broadcast (1x1xC) operand (left to TFLite).
+    """
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(11)
+    L = keras.layers
+    inp = keras.Input((10, 9, 32))
+    x = L.Conv2D(32, 1, activation="relu", name="stem")(inp)
+    y = L.Conv2D(32, 3, padding="same", name="res_a")(x)
+    y = L.BatchNormalization(name="bn_a")(y)
+    x = L.ReLU()(L.Add()([x, y]))
+    y = L.Conv2D(64, 3, padding="same", name="res_b")(x)
+    s = L.Conv2D(64, 1, name="proj_b")(x)
+    x = L.Activation("relu")(L.Add()([y, s]))
+    res_c = L.Conv2D(64, 1, name="res_c")(x)
+    x = L.Add()([x, res_c])
+    y = L.Conv2D(64, 1, name="res_d")(x)
+    gate = L.GlobalAveragePooling2D(keepdims=True)(x)
+    x = L.Add()([y, gate])
+    model = keras.Model(inp, [L.Conv2D(16, 1, name="head")(x), res_c])
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2D):
+            kernel, bias = layer.get_weights()
+            bias = rng.standard_normal(bias.shape).astype(np.float32) * 0.1
+            layer.set_weights([_prune_1xn(kernel, 16, 0.6, rng), bias])
+        elif isinstance(layer, L.BatchNormalization):
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in layer.get_weights()]
+            )
+    return _convert(model)
+
+
+RESIDUAL_CONVS = ["stem", "res_a", "res_b", "proj_b", "res_c", "res_d", "head"]
+
+
+def _claimed_adds(report):
+    return [n for n in report.claimed if n.op == "ADD"]
+
+
+def _run_all(interp, x: np.ndarray) -> list[np.ndarray]:
+    _run(interp, x)
+    outs = sorted(interp.get_output_details(), key=lambda d: d["name"])
+    return [interp.get_tensor(d["index"]).copy() for d in outs]
+
+
+def _stock_all(flat: bytes, x: np.ndarray) -> list[np.ndarray]:
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    return _run_all(interp, x)
+
+
+def test_residual_adds_are_claimed_with_the_conv_that_feeds_them_alone(residual_flat):
+    report = delegated_nodes(SparseInterpreter(model_content=residual_flat))
+    convs = {n.node: _layer_of(n, RESIDUAL_CONVS) for n in report.claimed if n.op == "CONV_2D"}
+    assert sorted(convs.values()) == sorted(RESIDUAL_CONVS)
+    fused_with = sorted(convs[a.conv_node] for a in _claimed_adds(report))
+    # res_b's ADD takes one of its two conv inputs; res_d's broadcast ADD stays with TFLite
+    assert fused_with in (["res_a", "res_b", "res_c"], ["proj_b", "res_a", "res_c"])
+    assert all(a.reason == "" and a.n == 0 for a in _claimed_adds(report))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_residual_outputs_match_stock(residual_flat, threads):
+    x = np.random.default_rng(4).standard_normal((1, 10, 9, 32)).astype(np.float32)
+    batch3 = np.concatenate([x, -x, 2 * x])
+    for isa in available_isas():
+        interp = SparseInterpreter(model_content=residual_flat, num_threads=threads, isa=isa)
+        for inputs in (x, batch3):
+            for out, ref in zip(
+                _run_all(interp, inputs), _stock_all(residual_flat, inputs), strict=True
+            ):
+                _assert_close(out, ref)
+
+
+def test_fuse_residual_off_claims_no_add(residual_flat):
+    x = np.random.default_rng(5).standard_normal((1, 10, 9, 32)).astype(np.float32)
+    interp = SparseInterpreter(model_content=residual_flat, fuse_residual=False)
+    assert _claimed_adds(delegated_nodes(interp)) == []
+    for out, ref in zip(_run_all(interp, x), _stock_all(residual_flat, x), strict=True):
+        _assert_close(out, ref)
+
+
+def test_add_runs_alone_when_the_conv_output_is_also_a_model_output(residual_flat, capfd):
+    x = np.random.default_rng(6).standard_normal((1, 10, 9, 32)).astype(np.float32)
+    delegate = load_delegate(str(delegate_library_path()), {"log": "2"})
+    interp = Interpreter(model_content=residual_flat, experimental_delegates=[delegate])
+    interp.allocate_tensors()
+    for out, ref in zip(_run_all(interp, x), _stock_all(residual_flat, x), strict=True):
+        _assert_close(out, ref)
+    del interp  # the delegate kernels log how each ADD ran when they are freed
+    import gc
+
+    gc.collect()
+    err = capfd.readouterr().err
+    assert err.count("ADD fused into its convolution") == 2, err
+    assert err.count("ADD run alone") == 1, err

@@ -75,6 +75,12 @@ def _prepare(interp: Any, x: np.ndarray) -> None:
     interp.set_tensor(det["index"], x)
 
 
+def _describe(node: Any) -> str:
+    if node.op == "ADD":
+        return f"{node.node} ADD in the epilogue of node {node.conv_node} {node.output}"
+    return f"{node.node} {node.op} 1x{node.n} sparsity={node.block_sparsity:.3f} {node.filter}"
+
+
 def compare_latency(
     model: bytes | str | os.PathLike,
     threads: int = 1,
@@ -83,6 +89,7 @@ def compare_latency(
     min_sparsity: float | None = None,
     isa: str = "auto",
     width_aware: bool = True,
+    fuse_residual: bool = True,
     batch: int | None = None,
     progress: Any = None,
     seed: int = 0,
@@ -98,6 +105,7 @@ def compare_latency(
         isa: Delegate micro-kernel path.
         width_aware: Delegate's narrow-N threshold rule (False: claim every N
             at ``min_sparsity``).
+        fuse_residual: Let the delegate run residual ADDs in its convolutions.
         batch: Batch size to resize the input to (default: the model's, or 1).
         progress: Optional tqdm-like object; ``update(1)`` per A/B pair.
         seed: Seed of the random input.
@@ -116,7 +124,12 @@ def compare_latency(
     dense = Interpreter(**source, num_threads=threads)
     dense.allocate_tensors()
     sparse = SparseInterpreter(
-        **source, num_threads=threads, min_sparsity=min_sparsity, isa=isa, width_aware=width_aware
+        **source,
+        num_threads=threads,
+        min_sparsity=min_sparsity,
+        isa=isa,
+        width_aware=width_aware,
+        fuse_residual=fuse_residual,
     )
     x = _make_input(dense, batch, np.random.default_rng(seed))
     _prepare(dense, x)
@@ -148,10 +161,7 @@ def compare_latency(
         speedup=d_ms / s_ms,
         max_rel_diff=max_rel,
         isa=report.isa,
-        claimed=[
-            f"{n.node} {n.op} 1x{n.n} sparsity={n.block_sparsity:.3f} {n.filter}"
-            for n in report.claimed
-        ],
+        claimed=[_describe(n) for n in report.claimed],
         declined=[f"{n.node} {n.op}: {n.reason}" for n in report.declined],
         dense_all_ms=dense_t,
         sparse_all_ms=sparse_t,
@@ -174,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-width-aware",
         action="store_true",
         help="claim narrow N (1x4, 1x8) at min_sparsity too (measures those kernels)",
+    )
+    p.add_argument(
+        "--no-fuse-residual",
+        action="store_true",
+        help="leave residual ADDs to TFLite instead of running them in the delegate's convs",
     )
     p.add_argument("--batch", type=int, default=None, help="resize the input batch")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -221,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     min_sparsity=args.min_sparsity,
                     isa=args.isa,
                     width_aware=not args.no_width_aware,
+                    fuse_residual=not args.no_fuse_residual,
                     batch=args.batch,
                     progress=bar,
                 )

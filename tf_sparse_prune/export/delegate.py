@@ -14,6 +14,15 @@ dividing C_out whose block sparsity is within 0.02 of the 1x4 block sparsity
 A filter pruned 1x16 is therefore run 1x16, and an unstructured zero pattern
 (no zero 1x4 blocks) is declined.
 
+Residual ADDs (``fuse_residual``, default on, **our choice**): a float32 ADD of
+two same-shape tensors, one of which is the output of a claimed CONV_2D with no
+activation and read by nothing else, is claimed too and computed in that
+convolution's epilogue (the residual is added to the accumulators before the
+ADD's activation), so the convolution's output is never written and read back.
+This is the ``conv -> BatchNorm -> Add -> ReLU`` end of a ResNet block after
+conversion. Where TFLite puts the two in different partitions, or the
+convolution's output is also read elsewhere, the ADD runs on its own.
+
 Narrow N (``width_aware``, default on, **our choice**): a kernel whose N is
 narrower than its vector registers (1x4 and 1x8 on AVX-512, 1x4 on AVX2) does
 proportionally less work per instruction, so its threshold is raised to
@@ -88,7 +97,7 @@ class DelegateUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class DelegatedNode:
-    """One CONV_2D / FULLY_CONNECTED (or DEPTHWISE_CONV_2D) node the delegate examined.
+    """One CONV_2D / FULLY_CONNECTED / ADD (or DEPTHWISE_CONV_2D) node the delegate examined.
 
     Attributes:
         node: Node index in the TFLite graph.
@@ -99,6 +108,7 @@ class DelegatedNode:
         n: Block width N used (0 when declined).
         block_sparsity: Fraction of zero 1xN blocks at that N (claimed nodes).
         reason: Why it was declined (empty when claimed).
+        conv_node: For a claimed ADD: the CONV_2D node in whose epilogue it runs.
     """
 
     node: int
@@ -109,6 +119,7 @@ class DelegatedNode:
     n: int = 0
     block_sparsity: float | None = None
     reason: str = ""
+    conv_node: int | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +274,7 @@ def load_sparse_delegate(
     *,
     isa: str = "auto",
     width_aware: bool = True,
+    fuse_residual: bool = True,
     report_path: str | os.PathLike | None = None,
     library: str | os.PathLike | None = None,
     allow_untested_litert: bool = False,
@@ -278,6 +290,9 @@ def load_sparse_delegate(
         width_aware: Raise the threshold for N narrower than the kernel's
             vectors (see the module docstring); False applies ``min_sparsity``
             to every N.
+        fuse_residual: Also claim residual ADDs and run them in the epilogue of
+            the convolution that produces one of their inputs (see the module
+            docstring).
         report_path: If given, the delegate writes its JSON claim report there.
         library: Library path; default :func:`delegate_library_path`.
         allow_untested_litert: Accept an ai-edge-litert other than
@@ -309,6 +324,7 @@ def load_sparse_delegate(
         "min_sparsity": repr(min_sparsity),
         "isa": isa,
         "width_aware": "1" if width_aware else "0",
+        "fuse_residual": "1" if fuse_residual else "0",
     }
     if report_path is not None:
         options["report_path"] = os.fspath(report_path)
@@ -333,6 +349,7 @@ def _parse_report(text: str) -> DelegationReport:
             n=int(entry.get("n", 0)),
             block_sparsity=entry.get("block_sparsity"),
             reason=str(entry.get("reason", "")),
+            conv_node=None if entry.get("conv_node") is None else int(entry["conv_node"]),
         )
         (claimed if node.claimed else declined).append(node)
     return DelegationReport(
@@ -352,6 +369,7 @@ def SparseInterpreter(
     *,
     isa: str = "auto",
     width_aware: bool = True,
+    fuse_residual: bool = True,
     fallback: bool = False,
     allow_untested_litert: bool = False,
     library: str | os.PathLike | None = None,
@@ -374,6 +392,8 @@ def SparseInterpreter(
             ``"avx512"``, ``"neon"``).
         width_aware: Raise the threshold for N narrower than the kernel's
             vectors (see the module docstring).
+        fuse_residual: Run residual ADDs in the epilogue of the claimed
+            convolution that feeds them (see the module docstring).
         fallback: If the delegate cannot be loaded, warn and return the dense
             interpreter instead of raising.
         allow_untested_litert: Accept an ai-edge-litert version other than
@@ -408,6 +428,7 @@ def SparseInterpreter(
                 min_sparsity,
                 isa=isa,
                 width_aware=width_aware,
+                fuse_residual=fuse_residual,
                 report_path=report_file,
                 library=library,
                 allow_untested_litert=allow_untested_litert,

@@ -10,7 +10,11 @@
 // width_aware (0|1, default 1: raise the threshold for N narrower than the
 // kernel's vectors, threshold = 1 - (1 - min_sparsity) * lane_fraction),
 // isa (auto|scalar|avx2|avx512|neon), report_path (JSON written at Prepare),
-// log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr).
+// log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr),
+// fuse_residual (0|1, default 1: also claim a float32 ADD of two same-shape
+// tensors one of which comes only from a claimed CONV_2D without activation,
+// and run it in that convolution's epilogue).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -48,6 +52,7 @@ struct Options {
   // Raise the threshold for N narrower than the kernel's vector (see
   // WidthAwareThresholds): those kernels compute fewer lanes per instruction.
   int width_aware = 1;
+  int fuse_residual = 1;
 };
 
 // One claimed node, analysed and packed at delegate Prepare.
@@ -57,6 +62,15 @@ struct OpInfo {
   int input = -1, filter = -1, bias = -1, output = -1;
   TfLiteConvParams conv{};
   TfLiteFullyConnectedParams fc{};
+  // ADD nodes: `input` is the claimed convolution's output, `other` the
+  // residual; [add_lo, add_hi] its fused activation.
+  int other = -1;
+  float add_lo = -INFINITY, add_hi = INFINITY;
+  int producer_node = -1;  // node index of the convolution it may fuse into
+  // Set at KernelInit: for an ADD, the convolution run in its place (null:
+  // the ADD runs on its own); for that convolution, the ADD it runs within.
+  struct OpInfo* fused_conv = nullptr;
+  struct OpInfo* fused_into = nullptr;
   int cout = 0, cin = 0, kh = 1, kw = 1;
   double sparsity = 0.0;
   PackedFilter pf;
@@ -112,6 +126,7 @@ const char* OpName(int builtin) {
     case kTfLiteBuiltinConv2d: return "CONV_2D";
     case kTfLiteBuiltinFullyConnected: return "FULLY_CONNECTED";
     case kTfLiteBuiltinDepthwiseConv2d: return "DEPTHWISE_CONV_2D";
+    case kTfLiteBuiltinAdd: return "ADD";
     default: return "OTHER";
   }
 }
@@ -252,6 +267,59 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
   return op;
 }
 
+bool SameDims(const TfLiteIntArray* a, const TfLiteIntArray* b) {
+  if (a == nullptr || b == nullptr || a->size != b->size) return false;
+  for (int i = 0; i < a->size; ++i) {
+    if (a->data[i] != b->data[i]) return false;
+  }
+  return true;
+}
+
+// An ADD the delegate can run in the epilogue of a claimed CONV_2D: float32,
+// no broadcasting, a supported fused activation, and one input produced by a
+// claimed convolution without activation and read by nothing else.
+std::unique_ptr<OpInfo> AnalyseAdd(TfLiteContext* ctx, int node_index, TfLiteNode* node,
+                                   const std::map<int, const OpInfo*>& conv_by_output,
+                                   const std::map<int, int>& uses, std::vector<int>* taken) {
+  if (node->inputs == nullptr || node->inputs->size != 2 || node->outputs == nullptr ||
+      node->outputs->size != 1 || node->builtin_data == nullptr) {
+    return nullptr;
+  }
+  const auto* params = static_cast<const TfLiteAddParams*>(node->builtin_data);
+  auto op = std::make_unique<OpInfo>();
+  if (!ActivationRange(params->activation, &op->add_lo, &op->add_hi)) return nullptr;
+  const int a = node->inputs->data[0], b = node->inputs->data[1];
+  const int out = node->outputs->data[0];
+  const TfLiteTensor* ta = Tensor(ctx, a);
+  const TfLiteTensor* tb = Tensor(ctx, b);
+  const TfLiteTensor* to = Tensor(ctx, out);
+  if (ta == nullptr || tb == nullptr || to == nullptr || ta->type != kTfLiteFloat32 ||
+      tb->type != kTfLiteFloat32 || to->type != kTfLiteFloat32 || !SameDims(ta->dims, tb->dims) ||
+      !SameDims(ta->dims, to->dims)) {
+    return nullptr;
+  }
+  for (int i = 0; i < 2; ++i) {
+    const int x = i == 0 ? a : b;
+    const int other = i == 0 ? b : a;
+    auto conv = conv_by_output.find(x);
+    auto used = uses.find(x);
+    if (x == other || conv == conv_by_output.end() || used == uses.end() || used->second != 1) {
+      continue;
+    }
+    const int producer = conv->second->node_index;
+    if (std::find(taken->begin(), taken->end(), producer) != taken->end()) continue;
+    taken->push_back(producer);
+    op->node_index = node_index;
+    op->builtin = kTfLiteBuiltinAdd;
+    op->input = x;
+    op->other = other;
+    op->output = out;
+    op->producer_node = producer;
+    return op;
+  }
+  return nullptr;
+}
+
 std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const OpInfo* op,
                         const std::string& reason, TfLiteNode* node) {
   char buf[512];
@@ -269,6 +337,12 @@ std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const O
   std::snprintf(buf, sizeof(buf), "{\"node\": %d, \"op\": \"%s\", \"claimed\": %s, ", node_index,
                 OpName(builtin), op ? "true" : "false");
   s += buf;
+  if (builtin == kTfLiteBuiltinAdd && op != nullptr) {
+    std::snprintf(buf, sizeof(buf), "\"conv_node\": %d, ", op->producer_node);
+    s += buf;
+    s += "\"output\": \"" + JsonEscape(output_name) + "\", \"reason\": \"\"}";
+    return s;
+  }
   s += "\"filter\": \"" + JsonEscape(filter_name) + "\", ";
   s += "\"output\": \"" + JsonEscape(output_name) + "\", ";
   if (op) {
@@ -322,17 +396,35 @@ void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
     part->ops.push_back(std::move(it->second));
     d->pending.erase(it);
   }
-  // Tensors produced by an op of the partition and not visible outside it.
-  for (const auto& op : part->ops) {
-    bool is_output = false;
+  auto visible = [&](int tensor) {
     for (int j = 0; j < params->output_tensors->size; ++j) {
-      if (params->output_tensors->data[j] == op->output) is_output = true;
+      if (params->output_tensors->data[j] == tensor) return true;
     }
-    if (!is_output) part->internal_tensors.push_back(op->output);
+    return false;
+  };
+  // An ADD fuses into its convolution when both are in this partition and the
+  // convolution's output is seen by nothing else; otherwise it runs alone.
+  for (auto& add : part->ops) {
+    if (add->builtin != kTfLiteBuiltinAdd || visible(add->input)) continue;
+    for (auto& conv : part->ops) {
+      if (conv->node_index == add->producer_node && conv->output == add->input &&
+          conv->fused_into == nullptr) {
+        add->fused_conv = conv.get();
+        conv->fused_into = add.get();
+      }
+    }
+  }
+  // Tensors produced by an op of the partition and not visible outside it
+  // (a fused convolution's output is never written).
+  for (const auto& op : part->ops) {
+    if (!visible(op->output) && op->fused_into == nullptr) {
+      part->internal_tensors.push_back(op->output);
+    }
   }
   const int threads = d->pool ? d->pool->size() : 1;
   part->scratch.resize(threads);
   for (auto& op : part->ops) {
+    if (op->builtin == kTfLiteBuiltinAdd) continue;
     op->zeros = AlignedAlloc<float>(size_t(op->cin));
     std::memset(op->zeros.get(), 0, sizeof(float) * size_t(op->cin));
     for (auto& s : part->scratch) s.Reserve(ConvScratchSize(op->kh * op->kw));
@@ -344,6 +436,11 @@ void KernelFree(TfLiteContext* /*ctx*/, void* buffer) {
   auto* part = static_cast<Partition*>(buffer);
   if (part != nullptr && part->data->opts.log >= 2) {
     for (const auto& op : part->ops) {
+      if (op->builtin == kTfLiteBuiltinAdd) {
+        std::fprintf(stderr, "tsp delegate: node %d ADD %s\n", op->node_index,
+                     op->fused_conv ? "fused into its convolution" : "run alone");
+        continue;
+      }
       const double kept = 2.0 * double(op->pf.kept_blocks) * op->pf.n * op->pf.taps *
                           double(op->geom.pixels());
       const double t = op->calls ? op->seconds / double(op->calls) : 0.0;
@@ -378,6 +475,25 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   for (auto& op : part->ops) {
     const TfLiteTensor* in = &ctx->tensors[op->input];
     if (in->dims == nullptr) return kTfLiteError;
+    if (op->builtin == kTfLiteBuiltinAdd) {
+      const TfLiteTensor* other = &ctx->tensors[op->other];
+      bool same = other->dims != nullptr && other->dims->size == in->dims->size;
+      for (int i = 0; same && i < in->dims->size; ++i) {
+        same = other->dims->data[i] == in->dims->data[i];
+      }
+      if (!same) {
+        ctx->ReportError(ctx, "tsp delegate: ADD node %d: its inputs differ in shape",
+                         op->node_index);
+        return kTfLiteError;
+      }
+      std::vector<int> shape(in->dims->data, in->dims->data + in->dims->size);
+      if (ResizeIfNeeded(ctx, op->output, shape) != kTfLiteOk) return kTfLiteError;
+      if (op->fused_conv != nullptr) {  // its convolution has no activation of its own
+        op->fused_conv->geom.act_min = op->add_lo;
+        op->fused_conv->geom.act_max = op->add_hi;
+      }
+      continue;
+    }
     ConvGeometry& g = op->geom;
     g.cin = op->cin;
     g.cout = op->cout;
@@ -428,6 +544,10 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
       act = op->fc.activation;
     }
     ActivationRange(act, &g.act_min, &g.act_max);
+    if (op->fused_into != nullptr) {
+      g.act_min = op->fused_into->add_lo;
+      g.act_max = op->fused_into->add_hi;
+    }
     if (op->pf.taps > 1 && op->plan_in_w != g.in_w) {
       PrepareConvPlan(g, op->pf, &op->plan);
       op->plan_in_w = g.in_w;
@@ -451,7 +571,26 @@ TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
   auto* part = static_cast<Partition*>(node->user_data);
   DelegateData* d = part->data;
   for (auto& op : part->ops) {
-    const float* in = ctx->tensors[op->input].data.f;
+    if (op->fused_into != nullptr) continue;  // runs at its ADD's place
+    OpInfo* conv = op.get();
+    const float* residual = nullptr;
+    if (op->builtin == kTfLiteBuiltinAdd) {
+      const float* a = ctx->tensors[op->input].data.f;
+      const float* b = ctx->tensors[op->other].data.f;
+      float* out = ctx->tensors[op->output].data.f;
+      if (b == nullptr || out == nullptr || (op->fused_conv == nullptr && a == nullptr)) {
+        ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
+        return kTfLiteError;
+      }
+      if (op->fused_conv == nullptr) {
+        AddClamp(a, b, out, NumElements(ctx->tensors[op->output].dims), op->add_lo,
+                 op->add_hi);
+        continue;
+      }
+      conv = op->fused_conv;
+      residual = b;
+    }
+    const float* in = ctx->tensors[conv->input].data.f;
     float* out = ctx->tensors[op->output].data.f;
     if (in == nullptr || out == nullptr) {
       ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
@@ -459,14 +598,14 @@ TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
     }
     if (d->opts.log >= 2) {
       const auto t0 = std::chrono::steady_clock::now();
-      RunSparseConv(op->geom, op->pf, *d->kernels, in, out, op->zeros.get(),
-                    part->scratch.data(), d->pool.get(), &op->plan);
-      op->seconds +=
+      RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual);
+      conv->seconds +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ++op->calls;
+      ++conv->calls;
     } else {
-      RunSparseConv(op->geom, op->pf, *d->kernels, in, out, op->zeros.get(),
-                    part->scratch.data(), d->pool.get(), &op->plan);
+      RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual);
     }
   }
   return kTfLiteOk;
@@ -506,6 +645,55 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
       claimed.push_back(node_index);
       d->pending[{ctx, node_index}] = std::move(op);
     }
+  }
+  if (d->opts.fuse_residual && !claimed.empty()) {
+    std::map<int, int> uses;  // readers of each tensor over the whole plan
+    for (int node_index : plan_nodes) {
+      TfLiteNode* node = nullptr;
+      TfLiteRegistration* reg = nullptr;
+      if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
+        return kTfLiteError;
+      }
+      for (int i = 0; node->inputs != nullptr && i < node->inputs->size; ++i) {
+        if (node->inputs->data[i] >= 0) ++uses[node->inputs->data[i]];
+      }
+    }
+    std::map<int, const OpInfo*> conv_by_output;
+    for (int node_index : claimed) {
+      const OpInfo* op = d->pending[{ctx, node_index}].get();
+      if (op->builtin == kTfLiteBuiltinConv2d && op->conv.activation == kTfLiteActNone) {
+        conv_by_output[op->output] = op;
+      }
+    }
+    std::vector<int> taken;
+    std::vector<int> adds;
+    for (int node_index : plan_nodes) {
+      TfLiteNode* node = nullptr;
+      TfLiteRegistration* reg = nullptr;
+      if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
+        return kTfLiteError;
+      }
+      if (reg->builtin_code != kTfLiteBuiltinAdd) continue;
+      std::unique_ptr<OpInfo> op =
+          AnalyseAdd(ctx, node_index, node, conv_by_output, uses, &taken);
+      if (!op) continue;
+      d->report_nodes.push_back(ReportEntry(ctx, node_index, kTfLiteBuiltinAdd, op.get(), "", node));
+      if (d->opts.log) {
+        std::fprintf(stderr, "tsp delegate: node %d ADD claimed (epilogue of node %d)\n",
+                     node_index, op->producer_node);
+      }
+      adds.push_back(node_index);
+      d->pending[{ctx, node_index}] = std::move(op);
+    }
+    // Keep the execution plan's order.
+    std::vector<int> ordered;
+    for (int node_index : plan_nodes) {
+      if (std::find(claimed.begin(), claimed.end(), node_index) != claimed.end() ||
+          std::find(adds.begin(), adds.end(), node_index) != adds.end()) {
+        ordered.push_back(node_index);
+      }
+    }
+    claimed.swap(ordered);
   }
   WriteReport(d);
   if (claimed.empty()) return kTfLiteOk;
@@ -572,6 +760,11 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       if (!ParseInt(val, &opts.width_aware) || opts.width_aware < 0 || opts.width_aware > 1) {
         return fail(std::string("option width_aware must be 0 or 1, got '") + val + "'");
       }
+    } else if (key == "fuse_residual") {
+      if (!ParseInt(val, &opts.fuse_residual) || opts.fuse_residual < 0 ||
+          opts.fuse_residual > 1) {
+        return fail(std::string("option fuse_residual must be 0 or 1, got '") + val + "'");
+      }
     } else if (key == "isa") {
       opts.isa = val;
     } else if (key == "report_path") {
@@ -582,7 +775,8 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       }
     } else {
       return fail("unknown option '" + key +
-                  "' (valid: num_threads, min_sparsity, width_aware, isa, report_path, log)");
+                  "' (valid: num_threads, min_sparsity, width_aware, fuse_residual, isa, "
+                  "report_path, log)");
     }
   }
   const KernelSet* ks = SelectKernels(opts.isa);

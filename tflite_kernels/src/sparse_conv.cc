@@ -204,6 +204,7 @@ struct ConvJob {
   const UKernel* uk;
   const float* input;
   float* output;
+  const float* residual;  // fused ADD's other input (output's layout), or null
   const float* zeros;
   ConvScratch* scratch;
   int64_t tiles;         // full tiles of P pixels
@@ -301,19 +302,21 @@ void RunTask(void* ctx, int64_t task, int thread) {
       const int64_t i = tile - t0;
       const float* const* tp = ptrs + i * taps * P;
       float* out = job.output + tile * P * cout;
+      const float* res = job.residual ? job.residual + tile * P * cout : nullptr;
       if (interior[i]) {
         for (int r = rb0; r < rb1; ++r) {
           const int k0 = pf.row_ptr[r];
           uk.run((pf.row_ptr[r + 1] - k0) * taps, job.comb + size_t(k0) * taps,
                  pf.w.get() + size_t(k0) * taps * n, 1, tp, pf.bias.get() + size_t(r) * n,
-                 out + size_t(r) * n, cout, g.act_min, g.act_max);
+                 out + size_t(r) * n, cout, g.act_min, g.act_max,
+                 res ? res + size_t(r) * n : nullptr);
         }
       } else {
         for (int r = rb0; r < rb1; ++r) {
           const int k0 = pf.row_ptr[r];
           uk.run(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
                  taps, tp, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
-                 g.act_min, g.act_max);
+                 g.act_min, g.act_max, res ? res + size_t(r) * n : nullptr);
         }
       }
     }
@@ -323,11 +326,12 @@ void RunTask(void* ctx, int64_t task, int thread) {
       const int64_t m = job.tiles * P + i;
       BuildIndirection(g, job.input, job.zeros, m, 1, 1, ptrs);
       float* out = job.output + m * cout;
+      const float* res = job.residual ? job.residual + m * cout : nullptr;
       for (int r = r0; r < r1; ++r) {
         const int k0 = pf.row_ptr[r];
         uk.run1(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
                 taps, ptrs, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
-                g.act_min, g.act_max);
+                g.act_min, g.act_max, res ? res + size_t(r) * n : nullptr);
       }
     }
   }
@@ -337,8 +341,10 @@ void RunTask(void* ctx, int64_t task, int thread) {
 
 void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSet& ks,
                    const float* input, float* output, const float* zeros,
-                   ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan) {
+                   ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan,
+                   const float* residual) {
   ConvJob job;
+  job.residual = residual;
   job.g = &g;
   job.pf = &pf;
   job.comb = (plan != nullptr && plan->valid) ? plan->tap_channel_offset.get() : nullptr;
@@ -401,8 +407,12 @@ void PrepareConvPlan(const ConvGeometry& g, const PackedFilter& pf, ConvPlan* pl
   plan->valid = true;
 }
 
+void AddClamp(const float* a, const float* b, float* out, int64_t count, float lo, float hi) {
+  for (int64_t i = 0; i < count; ++i) out[i] = std::min(std::max(a[i] + b[i], lo), hi);
+}
+
 void ReferenceConv(const ConvGeometry& g, const float* input, const float* filter,
-                   const float* bias, float* output) {
+                   const float* bias, float* output, const float* residual) {
   for (int b = 0; b < g.batch; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
@@ -419,9 +429,11 @@ void ReferenceConv(const ConvGeometry& g, const float* input, const float* filte
               for (int c = 0; c < g.cin; ++c) acc += double(x[c]) * double(f[c]);
             }
           }
+          const size_t at = ((size_t(b) * g.out_h + oy) * g.out_w + ox) * g.cout + o;
+          if (residual != nullptr) acc += double(residual[at]);
           float v = float(acc);
           v = std::min(std::max(v, g.act_min), g.act_max);
-          output[((size_t(b) * g.out_h + oy) * g.out_w + ox) * g.cout + o] = v;
+          output[at] = v;
         }
       }
     }

@@ -101,10 +101,11 @@ void ComputeValidPadding(int in, int k, int stride, int dil, int* out, int* pad_
 //   k: kept input channels; idx: their indices; w: [taps][k][n] weights;
 //   in: taps*P pointers (tap-major) to input pixels (each Cin floats, or a
 //   zero row for padding); bias: n floats; out: first pixel's outputs, next
-//   pixel at out + out_stride; results clamped to [lo, hi].
+//   pixel at out + out_stride; res: null, or a residual with out's layout
+//   added before the clamp (a fused ADD); results clamped to [lo, hi].
 using UKernelFn = void (*)(int k, const int32_t* idx, const float* w, int taps,
                            const float* const* in, const float* bias, float* out,
-                           int64_t out_stride, float lo, float hi);
+                           int64_t out_stride, float lo, float hi, const float* res);
 
 struct UKernel {
   int p = 0;             // pixels per call of `run`
@@ -164,14 +165,22 @@ void PrepareConvPlan(const ConvGeometry& g, const PackedFilter& pf, ConvPlan* pl
 // thread (1 without a pool), each reserved for ConvScratchSize(taps), and
 // `zeros` holds geom.cin zero floats. `plan` (may be null: every tile then
 // goes through the per-tap indirection) must come from PrepareConvPlan for
-// this geometry. No allocation happens here.
+// this geometry. `residual` (may be null) has the output's shape and is added
+// before the activation clamp: a residual ADD fused into the convolution. No
+// allocation happens here.
 void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSet& ks,
                    const float* input, float* output, const float* zeros,
-                   ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan = nullptr);
+                   ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan = nullptr,
+                   const float* residual = nullptr);
 
-// Dense reference (naive loops, double accumulation) over the OHWI filter.
+// Dense reference (naive loops, double accumulation) over the OHWI filter,
+// plus `residual` (may be null) before the clamp.
 void ReferenceConv(const ConvGeometry& g, const float* input, const float* filter,
-                   const float* bias, float* output);
+                   const float* bias, float* output, const float* residual = nullptr);
+
+// out[i] = clamp(a[i] + b[i], lo, hi): the ADD the delegate runs when it
+// cannot fuse it into the producing convolution.
+void AddClamp(const float* a, const float* b, float* out, int64_t count, float lo, float hi);
 
 }  // namespace tsp
 

@@ -5,7 +5,8 @@
 // target flags, so the template instances never mix across instruction sets.
 //
 // A traits type VT provides: `reg` (a register of VT::kWidth floats), and
-// static zero(), load(const float*), bcast(const float*), fma(a, b, c)
+// static zero(), load(const float*) (aligned), loadu(const float*),
+// bcast(const float*), fma(a, b, c)
 // (= a * b + c), max(a, b), min(a, b), splat(float), store(float*, reg).
 #ifndef TSP_UKERNEL_IMPL_H_
 #define TSP_UKERNEL_IMPL_H_
@@ -22,7 +23,7 @@
 template <class VT, int V, int P>
 static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
                             const float* const* in, const float* bias, float* out,
-                            int64_t out_stride, float lo, float hi) {
+                            int64_t out_stride, float lo, float hi, const float* res) {
   constexpr int W = VT::kWidth;
   constexpr int N = V * W;
   typename VT::reg acc[P][V];
@@ -32,7 +33,7 @@ static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
   }
   // With one vector per pixel, a second accumulator set (odd j) doubles the
   // independent FMA chains, hiding the FMA latency.
-  constexpr bool kSplit = (V == 1) && VT::kSplitK;
+  constexpr bool kSplit = (V == 1) && VT::kSplitK && P <= 8;
   typename VT::reg acc2[kSplit ? P : 1][V];
   if (kSplit) {
     TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) acc2[p][0] = VT::zero();
@@ -70,6 +71,19 @@ static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
       acc[p][0] = VT::add(acc[p][0], acc2[p][0]);
     }
   }
+  if (res != nullptr) {  // fused residual ADD: res has out's layout
+    TSP_UNROLL for (int p = 0; p < P; ++p) {
+      TSP_UNROLL for (int v = 0; v < V; ++v) {
+        acc[p][v] = VT::add(acc[p][v], VT::loadu(res + p * out_stride + v * W));
+      }
+    }
+  }
+  if (lo <= -3.0e38f && hi >= 3.0e38f) {  // no fused activation: nothing to clamp
+    TSP_UNROLL for (int p = 0; p < P; ++p) {
+      TSP_UNROLL for (int v = 0; v < V; ++v) VT::store(out + p * out_stride + v * W, acc[p][v]);
+    }
+    return;
+  }
   const typename VT::reg vlo = VT::splat(lo);
   const typename VT::reg vhi = VT::splat(hi);
   TSP_UNROLL for (int p = 0; p < P; ++p) {
@@ -84,7 +98,7 @@ static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
 template <class VT, int V>
 static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps,
                              const float* const* in, const float* bias, float* out,
-                             int64_t /*out_stride*/, float lo, float hi) {
+                             int64_t /*out_stride*/, float lo, float hi, const float* res) {
   constexpr int W = VT::kWidth;
   constexpr int N = V * W;
   typename VT::reg a0[V], a1[V];
@@ -114,6 +128,7 @@ static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps
   const typename VT::reg vhi = VT::splat(hi);
   TSP_UNROLL for (int v = 0; v < V; ++v) {
     typename VT::reg s = VT::add(a0[v], a1[v]);
+    if (res != nullptr) s = VT::add(s, VT::loadu(res + v * W));
     VT::store(out + v * W, VT::min(VT::max(s, vlo), vhi));
   }
 }

@@ -14,6 +14,7 @@ struct Avx2Traits {  // 8 floats
   static constexpr int kWidth = 8;
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load(const float* p) { return _mm256_load_ps(p); }
+  static reg loadu(const float* p) { return _mm256_loadu_ps(p); }
   static reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
@@ -29,6 +30,7 @@ struct Sse4Traits {  // 4 floats, VEX-encoded with FMA
   static constexpr int kWidth = 4;
   static reg zero() { return _mm_setzero_ps(); }
   static reg load(const float* p) { return _mm_load_ps(p); }
+  static reg loadu(const float* p) { return _mm_loadu_ps(p); }
   static reg bcast(const float* p) { return _mm_broadcast_ss(p); }
   static reg fma(reg a, reg b, reg c) { return _mm_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm_add_ps(a, b); }

@@ -15,6 +15,7 @@ struct Avx512Traits {  // 16 floats
   static constexpr int kWidth = 16;
   static reg zero() { return _mm512_setzero_ps(); }
   static reg load(const float* p) { return _mm512_load_ps(p); }
+  static reg loadu(const float* p) { return _mm512_loadu_ps(p); }
   static reg bcast(const float* p) { return _mm512_set1_ps(*p); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
@@ -30,6 +31,7 @@ struct Ymm512Traits {  // 8 floats (VEX-encoded)
   static constexpr int kWidth = 8;
   static reg zero() { return _mm256_setzero_ps(); }
   static reg load(const float* p) { return _mm256_load_ps(p); }
+  static reg loadu(const float* p) { return _mm256_loadu_ps(p); }
   static reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
@@ -45,6 +47,7 @@ struct Xmm512Traits {  // 4 floats
   static constexpr int kWidth = 4;
   static reg zero() { return _mm_setzero_ps(); }
   static reg load(const float* p) { return _mm_load_ps(p); }
+  static reg loadu(const float* p) { return _mm_loadu_ps(p); }
   static reg bcast(const float* p) { return _mm_broadcast_ss(p); }
   static reg fma(reg a, reg b, reg c) { return _mm_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm_add_ps(a, b); }

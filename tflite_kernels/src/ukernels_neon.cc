@@ -13,6 +13,7 @@ struct NeonTraits {  // 4 floats
   static constexpr int kWidth = 4;
   static reg zero() { return vdupq_n_f32(0.0f); }
   static reg load(const float* p) { return vld1q_f32(p); }
+  static reg loadu(const float* p) { return vld1q_f32(p); }
   static reg bcast(const float* p) { return vld1q_dup_f32(p); }
   static reg fma(reg a, reg b, reg c) { return vfmaq_f32(c, a, b); }
   static reg add(reg a, reg b) { return vaddq_f32(a, b); }

@@ -12,6 +12,7 @@ struct ScalarTraits {
   static constexpr int kWidth = 1;
   static reg zero() { return 0.0f; }
   static reg load(const float* p) { return *p; }
+  static reg loadu(const float* p) { return *p; }
   static reg bcast(const float* p) { return *p; }
   static reg fma(reg a, reg b, reg c) { return a * b + c; }
   static reg add(reg a, reg b) { return a + b; }

@@ -127,6 +127,11 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   tsp::ReferenceConv(g, input.data(), filter.data(), bias_ptr, ref.data());
   double scale = 1.0;
   for (float v : ref) scale = std::max(scale, double(std::fabs(v)));
+  // A fused residual ADD: the residual is added before the activation clamp.
+  std::vector<float> residual(ref.size()), ref_res(ref.size());
+  for (auto& v : residual) v = nd(rng);
+  tsp::ReferenceConv(g, input.data(), filter.data(), bias_ptr, ref_res.data(), residual.data());
+  for (float v : ref_res) scale = std::max(scale, double(std::fabs(v)));
 
   std::vector<float> zeros(c.cin, 0.0f);
   std::vector<tsp::ConvScratch> scratch(2);
@@ -136,25 +141,28 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   tsp::PrepareConvPlan(g, pf, &plan);
   CHECK(plan.valid, "plan not built for %s", name.c_str());
   for (const tsp::KernelSet* ks : Paths()) {
-    for (int variant = 0; variant < 3; ++variant) {
-      // 0: no plan, 1 thread; 1: plan, 1 thread; 2: plan, pool of 2.
-      tsp::ThreadPool* pool = variant == 2 ? pool2 : nullptr;
-      const tsp::ConvPlan* pl = variant == 0 ? nullptr : &plan;
+    for (int variant = 0; variant < 5; ++variant) {
+      // 0: no plan, 1 thread; 1: plan, 1 thread; 2: plan, pool of 2; with a
+      // fused residual: 3: no plan, 1 thread; 4: plan, pool of 2.
+      tsp::ThreadPool* pool = (variant == 2 || variant == 4) ? pool2 : nullptr;
+      const tsp::ConvPlan* pl = (variant == 0 || variant == 3) ? nullptr : &plan;
+      const bool with_res = variant >= 3;
+      const std::vector<float>& want = with_res ? ref_res : ref;
       std::vector<float> out(ref.size(), std::nanf(""));
       tsp::ConvGeometry gv = g;
       gv.min_parallel_macs = 0.0;  // exercise the pool even on small layers
       tsp::RunSparseConv(gv, pf, *ks, input.data(), out.data(), zeros.data(), scratch.data(), pool,
-                         pl);
+                         pl, with_res ? residual.data() : nullptr);
       double max_err = 0.0;
       for (size_t i = 0; i < out.size(); ++i) {
-        double e = std::fabs(double(out[i]) - double(ref[i]));
+        double e = std::fabs(double(out[i]) - double(want[i]));
         if (!(e <= max_err)) max_err = std::isnan(e) ? INFINITY : std::max(max_err, e);
       }
       CHECK(max_err <= 1e-5 * scale * std::sqrt(double(c.cin * c.kh * c.kw)),
             "%s path %s variant %d: max error %g (scale %g)", name.c_str(), ks->name, variant,
             max_err, scale);
       if (ks == tsp::ScalarKernels() && variant == 0) scalar_out = out;
-      if (ks != tsp::ScalarKernels() && !scalar_out.empty()) {
+      if (ks != tsp::ScalarKernels() && !scalar_out.empty() && !with_res) {
         double d = 0.0;
         for (size_t i = 0; i < out.size(); ++i) {
           d = std::max(d, double(std::fabs(out[i] - scalar_out[i])));

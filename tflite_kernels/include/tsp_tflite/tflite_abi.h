@@ -262,8 +262,14 @@ typedef struct TfLiteFullyConnectedParams {
   bool asymmetric_quantize_inputs;
 } TfLiteFullyConnectedParams;
 
+typedef struct TfLiteAddParams {
+  TfLiteFusedActivation activation;
+  bool pot_scale_int16;  // int16 only
+} TfLiteAddParams;
+
 // ---- schema.fbs BuiltinOperator codes we look at ------------------------------
 enum {
+  kTfLiteBuiltinAdd = 0,
   kTfLiteBuiltinConv2d = 3,
   kTfLiteBuiltinDepthwiseConv2d = 4,
   kTfLiteBuiltinFullyConnected = 9,
