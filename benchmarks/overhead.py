@@ -1,7 +1,10 @@
 """Step-time overhead of pruning during training, interleaved A/B in one process.
 
 A is the plain Fashion-MNIST CNN, B the same CNN wrapped for pruning (its
-callbacks included, masks already at the target sparsity). Both train on the
+callbacks included, masks already at the target sparsity). SMART is timed in its
+search phase (soft top-k masks, the temperature decayed and the threshold
+re-solved after every batch): each of its rounds is one epoch of search, its
+state reset before the round. Both train on the
 same 20 batches per round; rounds alternate AB and BA. A step is timed from one
 batch end to the next, so it includes every callback hook. The figure is the
 median over rounds of (B's median step / A's median step); the ratio of the
@@ -46,7 +49,22 @@ def pruners():
         "subp_1x16_0.75": lambda: _subp(
             0.75, n=16, regrow_start_epoch=10**6, regrow_end_epoch=10**6 + 1
         ),
+        "smart_1x16_0.7": lambda: tsp.SMART(0.7, tsp.OneByN(16), search_epochs=1),
+        "smart_block16x8_0.7": lambda: tsp.SMART(0.7, tsp.Block(16, 8), search_epochs=1),
+        "smart_channel_0.5": lambda: tsp.SMART(0.5, tsp.OutputChannel(), search_epochs=1),
+        "smart_2:4": lambda: tsp.SMART(None, tsp.NM(2, 4), search_epochs=1),
+        "pdp_1x16_0.7": lambda: tsp.PDP(0.7, tsp.OneByN(16), ramp=1.0),
     }
+
+
+def restart_search(model) -> None:
+    """Puts SMART's wrappers back before the search, so the next epoch is a search epoch."""
+    import tf_sparse_prune as tsp
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, tsp.PruneWrapper) and hasattr(layer, "smart_phase"):
+            layer.smart_epoch.assign(0)
+            layer.smart_phase.assign(0.0)
 
 
 def _subp(*args, **kwargs):
@@ -93,6 +111,7 @@ def main(argv=None) -> int:
             self.last = now
 
     def timed(model, callbacks):
+        restart_search(model)
         clock = StepClock()
         model.fit(ds, epochs=1, verbose=0, callbacks=[*callbacks, clock])
         return clock.steps  # the first step of a round (iterator start) is not counted
