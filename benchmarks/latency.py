@@ -15,6 +15,9 @@ Sections (each writes ``benchmarks/results/latency_<section>.json``):
   layer; the dense weights get a log-normal per-output-channel scale so rows
   differ, as in trained networks) vs dense, N in {4, 8, 16, 32}, sparsity
   0.5-0.9, 1 and 2 threads.
+* ``fusion``: the ``models`` set-up for ResNet-50, three interpreters interleaved
+  in one loop: stock, the delegate with residual ADDs left to XNNPACK
+  (``fuse_residual=False``) and the delegate running them in its convolutions.
 
 Every measurement is A/B interleaved in one process (stock, delegate, stock, ...)
 after warm-up, and reports medians of ``--runs`` invocations, the ratio, and the
@@ -282,6 +285,65 @@ def bench_models(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
+    """Stock vs delegate without / with fused residual ADDs, 3-way interleaved."""
+    import time as _time
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_sparse_prune.export.delegate import SparseInterpreter, delegated_nodes
+
+    rows = []
+    for sparsity in args.sparsities:
+        cached = CACHE / f"resnet50_1x16_{sparsity:.2f}.tflite"
+        if not cached.is_file():
+            log(f"{cached} is missing: run --sections models first")
+            continue
+        flat = cached.read_bytes()
+        for threads in args.threads:
+            interps = {"xnnpack": Interpreter(model_content=flat, num_threads=threads)}
+            interps["xnnpack"].allocate_tensors()
+            for key, fuse in (("unfused", False), ("fused", True)):
+                interps[key] = SparseInterpreter(
+                    model_content=flat, num_threads=threads, fuse_residual=fuse
+                )
+            x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
+            for it in interps.values():
+                it.set_tensor(it.get_input_details()[0]["index"], x)
+            for _ in range(args.warmup):
+                for it in interps.values():
+                    it.invoke()
+            times: dict[str, list[float]] = {k: [] for k in interps}
+            order = list(interps)
+            for i in range(args.runs):
+                for key in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
+                    t0 = _time.perf_counter()
+                    interps[key].invoke()
+                    times[key].append((_time.perf_counter() - t0) * 1e3)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            row = {
+                "model": "resnet50",
+                "sparsity": sparsity,
+                "threads": threads,
+                "xnnpack_ms": round(med["xnnpack"], 4),
+                "unfused_ms": round(med["unfused"], 4),
+                "fused_ms": round(med["fused"], 4),
+                "ratio_unfused": round(med["xnnpack"] / med["unfused"], 3),
+                "ratio_fused": round(med["xnnpack"] / med["fused"], 3),
+                "claimed_adds": sum(
+                    n.op == "ADD" for n in delegated_nodes(interps["fused"]).claimed
+                ),
+            }
+            rows.append(row)
+            log(
+                f"resnet50 s={sparsity} t={threads}: xnnpack {row['xnnpack_ms']:.2f} ms, "
+                f"unfused {row['unfused_ms']:.2f} ms ({row['ratio_unfused']:.2f}x), fused "
+                f"{row['fused_ms']:.2f} ms ({row['ratio_fused']:.2f}x)"
+            )
+            del interps
+    return {"rows": rows}
+
+
 # (name, input H=W, C_in, C_out, kernel, stride) from ResNet-50's stages.
 RESNET50_LAYERS = [
     ("conv2_1x1_reduce", 56, 256, 64, 1, 1),
@@ -403,7 +465,10 @@ def bench_subp(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--sections", nargs="+", default=["layers"], choices=["models", "layers", "subp"]
+        "--sections",
+        nargs="+",
+        default=["layers"],
+        choices=["models", "layers", "subp", "fusion"],
     )
     p.add_argument("--models", nargs="+", default=["resnet50", "mobilenetv2"])
     p.add_argument("--sparsities", type=float, nargs="+", default=None)
@@ -424,11 +489,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.runs < 30:
         print("note: fewer than 30 runs; the issue asks for medians of >= 30", file=sys.stderr)
-    sections = {"models": bench_models, "layers": bench_layers, "subp": bench_subp}
+    sections = {
+        "models": bench_models,
+        "layers": bench_layers,
+        "subp": bench_subp,
+        "fusion": bench_fusion,
+    }
     default_sparsities = {
         "models": [0.5, 0.7, 0.8, 0.9],
         "layers": [0.5, 0.7, 0.8, 0.9],
         "subp": [0.5, 0.6, 0.7, 0.8, 0.9],
+        "fusion": [0.5, 0.7, 0.8, 0.9],
     }
     for section in args.sections:
         sub = argparse.Namespace(**vars(args))

@@ -44,19 +44,19 @@ def accuracy_table() -> str:
             (r["framework"], label, r["structure"], r["sparsity"], r["epochs"], r["train_size"])
         ].append(r)
     lines = [
-        "| framework | variant | structure | sparsity | val acc | seeds | train s "
+        "| framework | variant | structure | sparsity | epochs | val acc | seeds | train s "
         "| step time vs dense |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = sorted(
         groups, key=lambda k: (k[4], k[5], k[0] != "tf_sparse_prune", k[2] != "dense", k[1])
     )
     for key in order:
-        framework, label, structure, sparsity, _epochs, _size = key
+        framework, label, structure, sparsity, epochs_, _size = key
         g = groups[key]
         ratios = [r["step_time_ratio_vs_dense"] for r in g if r.get("step_time_ratio_vs_dense")]
         lines.append(
-            f"| {framework} | {label} | {structure} | {sparsity:g} | "
+            f"| {framework} | {label} | {structure} | {sparsity:g} | {epochs_} | "
             f"{_fmt([r['val_acc'] for r in g])} | {len(g)} | "
             f"{_fmt([r['train_seconds'] for r in g], 0)} | {_fmt(ratios, 2)} |"
         )
@@ -129,8 +129,121 @@ def latency_table() -> str:
     )
 
 
+#: (label, variant) pairs of the learned-vs-ranked per-layer sparsity table
+LAYER_VARIANTS = [
+    ("SMART 1x16 0.75", "smart_1x16_0.75"),
+    ("Magnitude-global 1x16 0.75", "magnitude_global_1x16_0.75"),
+    ("SMART 1x16 0.9", "smart_1x16_0.9"),
+    ("Magnitude-global 1x16 0.9", "magnitude_global_1x16_0.9"),
+    ("Magnitude (per layer) 1x16 0.9", "magnitude_1x16_0.9"),
+]
+
+
+def layer_sparsity_table() -> str:
+    rows = [r for r in _load("accuracy.json") if r.get("epochs") == 8 and r.get("layer_sparsity")]
+    found = []
+    layers: list[str] = []
+    for label, variant in LAYER_VARIANTS:
+        g = [r for r in rows if r["variant"] == variant]
+        if not g:
+            continue
+        names = [k for k in g[0]["layer_sparsity"] if k not in ("stem", "classifier")]
+        layers = layers or names
+        per_layer = [statistics.mean(r["layer_sparsity"][n] for r in g) for n in layers]
+        acc = _fmt([r["val_acc"] for r in g])
+        found.append((label, len(g), per_layer, acc))
+    if not found:
+        return "(no per-layer sparsity results yet)"
+    lines = [
+        "| pruner | seeds | " + " | ".join(layers) + " | val acc |",
+        "|---|---|" + "---|" * len(layers) + "---|",
+    ]
+    for label, n, per_layer, acc in found:
+        cells = " | ".join(f"{v:.3f}" for v in per_layer)
+        lines.append(f"| {label} | {n} | {cells} | {acc} |")
+    return (
+        "Per-layer 1x16 sparsity SMART learns with its global soft top-k vs a global magnitude "
+        'ranking (Magnitude `scope="global"`) and the uniform per-layer target '
+        "(Fashion-MNIST CNN, mean over seeds; `stem` and `classifier` stay dense).\n\n"
+        + "\n".join(lines)
+    )
+
+
+def fusion_table() -> str:
+    rows = []
+    for path in sorted(RESULTS.glob("latency_fusion*.json")):
+        rows.extend(json.loads(path.read_text())["rows"])
+    if not rows:
+        return ""
+    lines = [
+        "| model | sparsity | threads | XNNPACK ms | delegate, ADDs left to XNNPACK | "
+        "delegate, ADDs fused | claimed ADDs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["threads"], r["sparsity"])):
+        lines.append(
+            f"| {r['model']} | {r['sparsity']:g} | {r['threads']} | {r['xnnpack_ms']:.1f} | "
+            f"{r['unfused_ms']:.1f} ms ({r['ratio_unfused']:.2f}x) | "
+            f"{r['fused_ms']:.1f} ms ({r['ratio_fused']:.2f}x) | {r['claimed_adds']} |"
+        )
+    return (
+        "Residual ADDs run in the epilogue of the convolution that feeds them "
+        "(`fuse_residual`, default on) vs left to XNNPACK: the three interpreters "
+        "interleaved in one loop (`benchmarks/latency.py --sections fusion`), medians of 40 "
+        "runs; 1 and 2 threads are separate invocations.\n\n" + "\n".join(lines)
+    )
+
+
+def ocs_table() -> str:
+    path = RESULTS / "ocs.json"
+    if not path.exists():
+        return "(no OCSPruner results yet)"
+    rows = json.loads(path.read_text())
+    lat_path = RESULTS / "ocs_latency.json"
+    lat = {}
+    if lat_path.exists():
+        for r in json.loads(lat_path.read_text())["rows"]:
+            lat[(r["model"], r["variant"], r["flops_reduction"])] = r
+    lines = [
+        "| model | variant | FLOPs target | FLOPs removed | params removed | val acc | t_sl | t* "
+        "| CPU time vs dense | TFLite speed-up (1 thread) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["model"], r["flops_reduction"], r["variant"])):
+        key = (r["model"], r["variant"], r["flops_reduction"])
+        speed = (
+            f"{lat[key]['speedup']:.2f}x (FLOPs {lat[key]['flops_ratio']:.2f}x)"
+            if key in lat
+            else "-"
+        )
+        cpu = r.get("cpu_time_vs_dense")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['flops_reduction']:g} | "
+            f"{r['achieved_flops_reduction']:.3f} | {1 - r['params'] / r['params_before']:.3f} | "
+            f"{r['val_acc']:.4f} | {r.get('t_sl_start', '-')} | {r.get('t_star', '-')} | "
+            f"{'-' if cpu is None else f'{cpu:.2f}'} | {speed} |"
+        )
+    return (
+        "OCSPruner (one cycle: train, search, remove channels at t*, train the smaller model) "
+        "vs the dense model and vs L2-norm channel pruning of the trained dense model plus "
+        "fine-tuning (`l2ft`); `ocs_loss_only` / `ocs_shrink_only` are the Table 6 ablation "
+        "(`benchmarks/ocs.py`; Fashion-MNIST, recipe of `benchmarks/recipe.py`, seed 0). CPU "
+        "time counts all threads of the process, so it is not skewed by other jobs sharing "
+        "the machine; the TFLite speed-up is the stock interpreter, batch 1, medians of "
+        "A/B-interleaved runs.\n\n" + "\n".join(lines)
+    )
+
+
 def render() -> str:
-    return "\n\n".join([accuracy_table(), overhead_table(), latency_table()])
+    parts = [
+        accuracy_table(),
+        layer_sparsity_table(),
+        overhead_table(),
+        latency_table(),
+        fusion_table(),
+        ocs_table(),
+    ]
+    return "\n\n".join(p for p in parts if p)
 
 
 def main(argv=None) -> int:
