@@ -12,6 +12,7 @@ from tests.helpers import (
     save_and_resume,
     small_cnn,
 )
+from tf_sparse_prune.algorithms.smart import MaskScoreOptimizer
 from tf_sparse_prune.wrappers import collect_wrappers
 
 EXAMPLES = {
@@ -53,7 +54,11 @@ EXAMPLES = {
         search_epochs=5,
         initial_temperature=5.0,
         final_temperature=1e-3,
+        mask_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.8),
         score_bound=4.0,
+    ),
+    "MaskScoreOptimizer": lambda: MaskScoreOptimizer(
+        keras.optimizers.SGD(0.05, momentum=0.9), keras.optimizers.Adam(1e-2), name="route"
     ),
     "PDP": lambda: tsp.PDP(0.6, tsp.OneByN(8), temperature=1e-3, ramp=0.05),
     "OCSPruner": lambda: tsp.OCSPruner(

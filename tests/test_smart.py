@@ -315,11 +315,77 @@ def test_invalid_arguments_are_refused_with_the_parameter_named(kwargs, pattern)
         SMART(**args)
 
 
-def test_nm_sparsity_must_match_and_mask_optimizer_is_not_implemented():
+def test_nm_sparsity_must_match_and_mask_optimizer_must_be_an_optimizer():
     with pytest.raises(ValueError, match=r"fixes the sparsity at 0.5"):
         SMART(0.7, tsp.NM(2, 4))
-    with pytest.raises(NotImplementedError, match="mask_optimizer"):
-        SMART(0.5, mask_optimizer=keras.optimizers.Adam())
+    with pytest.raises(ValueError, match=r"mask_optimizer=0.1 is not a Keras optimizer"):
+        SMART(0.5, mask_optimizer=0.1)
+
+
+# ---- a separate mask optimizer ------------------------------------------------------------
+def _scores(model):
+    return [v.numpy().copy() for w in collect_wrappers(model) for v in w.smart_scores]
+
+
+class _ScoresAtSearchStart(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        w = collect_wrappers(self.model)[0]
+        if int(w.smart_phase.numpy()) == 1 and int(w.smart_search_step.numpy()) == 0:
+            self.start = _scores(self.model)
+
+
+def test_mask_optimizer_trains_the_scores_and_the_model_optimizer_the_rest():
+    from tf_sparse_prune.algorithms.smart import MaskScoreOptimizer
+
+    initial = small_cnn(channels=(16, 32)).get_weights()
+    runs = {}
+    for name, mask_lr in (("frozen", 0.0), ("fast", 1.0)):
+        pruner = SMART(
+            0.6, tsp.OneByN(16), search_epochs=2, mask_optimizer=keras.optimizers.SGD(mask_lr)
+        )
+        probe = _ScoresAtSearchStart()
+        pruned, _ = _fit_cnn(pruner, epochs=2, seed_weights=initial, callbacks=[probe])
+        assert isinstance(pruned.optimizer, MaskScoreOptimizer)
+        assert float(pruned.optimizer.learning_rate) == pytest.approx(0.02)
+        assert int(pruned.optimizer.main.iterations.numpy()) == 8
+        assert int(pruned.optimizer.masks.iterations.numpy()) == 8
+        runs[name] = (probe.start, _scores(pruned), pruned)
+    start, end, frozen = runs["frozen"]
+    for a, b in zip(start, end, strict=True):  # a learning rate of 0: the scores stay put
+        np.testing.assert_array_equal(a, b)
+    start, end, _ = runs["fast"]
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(start, end, strict=True)) > 1e-3
+    # the model's optimizer still trained the layers: the first conv kernel moved
+    assert not np.array_equal(frozen.get_layer(index=1).get_weights()[0], initial[0])
+
+
+def test_resume_mid_search_restores_the_mask_optimizer_state(tmp_path):
+    from tf_sparse_prune.algorithms.smart import MaskScoreOptimizer
+
+    initial = small_cnn(channels=(16, 32)).get_weights()
+
+    def make():
+        return SMART(
+            0.6,
+            tsp.OneByN(16),
+            pretrain_epochs=1,
+            search_epochs=2,
+            mask_optimizer=keras.optimizers.Adam(0.05),
+        )
+
+    straight, _ = _fit_cnn(make(), epochs=4, seed_weights=initial)
+    interrupted, _ = _fit_cnn(make(), epochs=4, seed_weights=initial, callbacks=[_StopAfter(2)])
+    interrupted.save(tmp_path / "mid.keras")
+    loaded = keras.models.load_model(tmp_path / "mid.keras")
+    assert isinstance(loaded.optimizer, MaskScoreOptimizer)
+    for a, b in zip(interrupted.optimizer.variables, loaded.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x, y = random_data(64)
+    resumed = save_and_resume(interrupted, tmp_path / "mid2.keras", x, y, 4, 2, batch_size=16)
+    for a, b in zip(_scores(straight), _scores(resumed), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for va, vb in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-5)
 
 
 def test_a_search_longer_than_the_run_is_refused_with_the_numbers():

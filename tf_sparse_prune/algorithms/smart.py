@@ -76,6 +76,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -89,7 +90,14 @@ from tf_sparse_prune.ops import soft_topk, soft_topk_threshold
 from tf_sparse_prune.schedules import _check_fraction
 from tf_sparse_prune.structures import NM, select_by_weight_budget
 
-__all__ = ["PHASES", "SMART", "TemperatureSchedule", "exclude_from_weight_decay", "temperature_at"]
+__all__ = [
+    "PHASES",
+    "SMART",
+    "MaskScoreOptimizer",
+    "TemperatureSchedule",
+    "exclude_from_weight_decay",
+    "temperature_at",
+]
 
 #: phase codes stored in ``smart_phase``
 PHASES = {"pretrain": 0, "search": 1, "finetune": 2}
@@ -143,13 +151,16 @@ class SMART(PruningAlgorithm):
             ``pretrain_epochs + search_epochs`` must not exceed ``fit``'s epochs.
         initial_temperature: ``tau_0`` (> 0).
         final_temperature: ``tau_f`` (> 0, <= ``tau_0``).
-        mask_optimizer: Only ``None`` (the model's optimizer trains the scores, as
-            the paper does by default); a separate optimizer is not implemented.
+        mask_optimizer: ``None``: the model's optimizer trains the mask scores (excluded
+            from its weight decay). A Keras optimizer: it trains the scores instead; at the
+            start of ``fit`` the callback replaces ``model.optimizer`` by a
+            :class:`MaskScoreOptimizer` routing the scores to (a fresh copy of) it and
+            every other variable to the model's optimizer, which saves and loads with
+            the model, so a resumed ``fit`` continues both optimizers exactly.
         score_bound: ``c``: scores are projected onto ``[-c, c]`` after each step (> 0).
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
-        NotImplementedError: for a ``mask_optimizer``.
 
     Example:
         >>> import tf_sparse_prune as tsp
@@ -194,12 +205,16 @@ class SMART(PruningAlgorithm):
                 f"final_temperature={final_temperature!r}; the temperature decays, so pass "
                 f"initial_temperature >= final_temperature (paper: 10 and 1e-4)"
             )
-        if mask_optimizer is not None:
-            raise NotImplementedError(
-                f"SMART: mask_optimizer={mask_optimizer!r} is not supported yet; pass None "
-                f"(the model's optimizer trains the mask scores, excluded from weight decay)"
+        if isinstance(mask_optimizer, (str, dict)):  # get() edits a config in place
+            mask_optimizer = keras.optimizers.get(copy.deepcopy(mask_optimizer))
+        if mask_optimizer is not None and not isinstance(
+            mask_optimizer, keras.optimizers.Optimizer
+        ):
+            raise ValueError(
+                f"SMART: mask_optimizer={mask_optimizer!r} is not a Keras optimizer; pass None "
+                f"(the model's optimizer trains the scores) or e.g. keras.optimizers.Adam(1e-2)"
             )
-        self.mask_optimizer = None
+        self.mask_optimizer = mask_optimizer
         self.score_bound = _check_number("score_bound", score_bound)
         self._coupled: list = []
         self._h_cache: tuple | None = None
@@ -481,7 +496,9 @@ class SMART(PruningAlgorithm):
             "search_epochs": self.search_epochs,
             "initial_temperature": self.initial_temperature,
             "final_temperature": self.final_temperature,
-            "mask_optimizer": None,
+            "mask_optimizer": None
+            if self.mask_optimizer is None
+            else keras.optimizers.serialize(self.mask_optimizer),
             "score_bound": self.score_bound,
         }
 
@@ -506,7 +523,125 @@ class TemperatureSchedule(PruningCallback):
         scores = [v for w in self.wrappers for v in getattr(w, "smart_scores", [])]
         optimizer = getattr(self.model, "optimizer", None)
         if scores and optimizer is not None:
+            if self.algorithm.mask_optimizer is not None:
+                optimizer = install_mask_optimizer(self.model, self.algorithm.mask_optimizer)
+                optimizer = optimizer.main
             exclude_from_weight_decay(optimizer, scores)
+
+
+def is_mask_score(variable) -> bool:
+    """Whether a variable is one of SMART's mask-score grids (named ``smart_scores_<i>``)."""
+    return str(getattr(variable, "name", "")).startswith("smart_scores_")
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class MaskScoreOptimizer(keras.optimizers.Optimizer):
+    """Trains SMART's mask scores with one optimizer and every other variable with another.
+
+    Installed by SMART's callback when ``SMART(mask_optimizer=...)`` is given (you do not
+    build it yourself). ``main`` is built over all the model's trainable variables (as it
+    was before the swap, so its state carries over), ``masks`` over the score grids;
+    ``learning_rate`` and ``iterations`` are ``main``'s, so schedules and callbacks that
+    read them see the model's optimizer.
+
+    Args:
+        main: The model's optimizer.
+        masks: The optimizer of the mask scores.
+
+    Example:
+        >>> import keras
+        >>> from tf_sparse_prune.algorithms.smart import MaskScoreOptimizer
+        >>> opt = MaskScoreOptimizer(keras.optimizers.SGD(0.5), keras.optimizers.Adam(0.01))
+        >>> float(opt.learning_rate), type(opt.masks).__name__
+        (0.5, 'Adam')
+    """
+
+    def __init__(self, main, masks, name: str | None = None, **kwargs) -> None:
+        kwargs.pop("learning_rate", None)
+        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        self.main = keras.optimizers.get(main)
+        self.masks = keras.optimizers.get(masks)
+
+    def build(self, var_list):
+        if not self.main.built:
+            self.main.build(var_list)
+        scores = [v for v in var_list if is_mask_score(v)]
+        if not self.masks.built:
+            self.masks.build(scores)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.main.variables + self.masks.variables
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        variables = list(trainable_variables or self._trainable_variables)
+        grads = list(grads)
+        rest = [(g, v) for g, v in zip(grads, variables, strict=True) if not is_mask_score(v)]
+        score = [(g, v) for g, v in zip(grads, variables, strict=True) if is_mask_score(v)]
+        if rest:
+            self.main.apply([g for g, _ in rest], [v for _, v in rest])
+        if score:
+            self.masks.apply([g for g, _ in score], [v for _, v in score])
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError(
+            "MaskScoreOptimizer runs with the TensorFlow backend's stateful apply only"
+        )
+
+    @property
+    def learning_rate(self):
+        return self.main.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.main.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.main.iterations
+
+    def finalize_variable_values(self, var_list):
+        self.main.finalize_variable_values(var_list)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "main": keras.optimizers.serialize(self.main),
+            "masks": keras.optimizers.serialize(self.masks),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = copy.deepcopy(config)  # deserialize() edits a config in place
+        main = keras.optimizers.deserialize(config.pop("main"), custom_objects=custom_objects)
+        masks = keras.optimizers.deserialize(config.pop("masks"), custom_objects=custom_objects)
+        return cls(main, masks, **config)
+
+
+def install_mask_optimizer(model: keras.Model, mask_optimizer) -> MaskScoreOptimizer:
+    """Makes ``model.optimizer`` a :class:`MaskScoreOptimizer` (once; kept on save/load).
+
+    The mask optimizer is a fresh copy of ``mask_optimizer`` (its config), so one SMART
+    object can prune several models. The compile configuration is updated too, so
+    ``model.save`` records the router and ``load_model`` restores both optimizers' state.
+    """
+    current = model.optimizer
+    if isinstance(current, MaskScoreOptimizer):
+        return current
+    masks = keras.optimizers.deserialize(keras.optimizers.serialize(mask_optimizer))
+    router = MaskScoreOptimizer(current, masks)
+    router.build(model.trainable_variables)
+    model.optimizer = router
+    compile_config = getattr(model, "_compile_config", None)
+    if compile_config is not None and "optimizer" in getattr(compile_config, "config", {}):
+        compile_config.config["optimizer"] = router
+    model.make_train_function(force=True)
+    return router
 
 
 def exclude_from_weight_decay(optimizer: keras.optimizers.Optimizer, variables: list) -> None:
