@@ -1,5 +1,7 @@
 // Micro-benchmark (not a test): effective GFLOP/s on kept MACs of the sparse
-// conv for ResNet-50-like layer shapes. Usage: bench_kernels [isa] [sparsity] [threads]
+// conv for ResNet-50-like layer shapes. Usage: bench_kernels [isa] [sparsity] [threads] [n]
+// `bench_kernels ukernel [isa] [n]`: the bare micro-kernel on L1-resident data,
+// GFLOP/s and ns per call by kept channels per row (the inner loop's ceiling).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,7 +13,46 @@
 #include "sparse_conv.h"
 #include "thread_pool.h"
 
+static int BenchMicroKernel(const std::string& isa, int n) {
+  const tsp::KernelSet* ks = tsp::SelectKernels(isa);
+  if (!ks) { std::printf("isa %s unavailable\n", isa.c_str()); return 1; }
+  const tsp::UKernel* uk = ks->ForN(n);
+  const int cin = 512, P = uk->p;
+  std::mt19937 rng(0);
+  std::printf("isa %s 1x%d micro-kernel, %d pixels per call\n", ks->name, n, P);
+  for (int k : {8, 16, 32, 64, 128, 256}) {
+    std::vector<int> all(cin);
+    for (int i = 0; i < cin; ++i) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> idx(all.begin(), all.begin() + k);
+    std::sort(idx.begin(), idx.end());
+    auto w = tsp::AlignedAlloc<float>(size_t(k) * n);
+    for (int i = 0; i < k * n; ++i) w[i] = 1e-3f * float(i % 97);
+    auto bias = tsp::AlignedAlloc<float>(size_t(n));
+    for (int i = 0; i < n; ++i) bias[i] = 0.0f;
+    std::vector<float> in(size_t(P) * cin, 1.0f), out(size_t(P) * n * 4);
+    std::vector<const float*> ptrs(P);
+    for (int p = 0; p < P; ++p) ptrs[p] = in.data() + size_t(p) * cin;
+    const long calls = 20000000L / k;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (long i = 0; i < calls; ++i) {
+        uk->run(k, idx.data(), w.get(), 1, ptrs.data(), bias.get(), out.data(), n * 4,
+                -3.4e38f, 3.4e38f, nullptr);
+      }
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::printf("k=%4d kept channels: %6.1f GFLOP/s, %6.1f ns/call\n", k,
+                calls * 2.0 * P * n * k / best * 1e-9, best / calls * 1e9);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "ukernel") {
+    return BenchMicroKernel(argc > 2 ? argv[2] : "auto", argc > 3 ? std::atoi(argv[3]) : 16);
+  }
   std::string isa = argc > 1 ? argv[1] : "auto";
   double sp = argc > 2 ? std::atof(argv[2]) : 0.8;
   int threads = argc > 3 ? std::atoi(argv[3]) : 1;
