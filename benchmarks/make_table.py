@@ -140,7 +140,7 @@ LAYER_VARIANTS = [
 
 
 def layer_sparsity_table() -> str:
-    rows = [r for r in _load("accuracy.json") if r.get("epochs") == 8 and r.get("layer_sparsity")]
+    rows = [r for r in _load("accuracy*.json") if r.get("epochs") == 8 and r.get("layer_sparsity")]
     found = []
     layers: list[str] = []
     for label, variant in LAYER_VARIANTS:
