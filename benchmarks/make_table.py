@@ -2,7 +2,8 @@
 
 ``python benchmarks/make_table.py`` prints the markdown; ``--update-readme``
 rewrites the part of README.md between ``<!-- results:begin -->`` and
-``<!-- results:end -->`` so the README always shows what the JSON files hold.
+``<!-- results:end -->`` so the README always shows what the JSON files hold, and
+writes the per-layer sparsity table to ``benchmarks/results/layer_sparsity.md``.
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def main(argv=None) -> int:
     if not args.update_readme:
         print(text)
         return 0
+    # the learned-vs-ranked per-layer sparsity also as a file of its own
+    (RESULTS / "layer_sparsity.md").write_text(layer_sparsity_table() + "\n")
     readme = README.read_text()
     if BEGIN not in readme or END not in readme:
         print(f"README.md has no {BEGIN} ... {END} section", file=sys.stderr)
