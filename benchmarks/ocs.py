@@ -166,7 +166,7 @@ def run(model_name, variant, reduction, data, args, seed):
     TMP.mkdir(parents=True, exist_ok=True)
     saved = TMP / f"ocs_{model_name}_{variant}_{reduction}.keras"
     final.save(saved)
-    row["saved_model"] = str(saved.relative_to(HERE.parent))
+    row["saved_model"] = saved.relative_to(RESULTS).as_posix()  # under benchmarks/results
     final.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
@@ -274,7 +274,7 @@ def bench_latency(args) -> int:
             continue
         flats = {}
         for r in mine:
-            path = HERE.parent / r["saved_model"]
+            path = RESULTS / r["saved_model"]
             if path.exists():
                 flats[(r["variant"], r["flops_reduction"])] = tsp.export_tflite(
                     keras.saving.load_model(path, compile=False)

@@ -91,7 +91,9 @@ def _prepare(x, k, temperature, sizes):
 _SORT_START = 32
 
 
-def _bisect(x64, k64, tau, s64, tolerance: float, max_steps: int, unit_sizes: bool = False):
+def _solve_threshold(
+    x64, k64, tau, s64, tolerance: float, max_steps: int, unit_sizes: bool = False
+):
     """Per-row threshold ``t`` (float64, shape ``x.shape[:-1]``): safeguarded Newton.
 
     Short rows of unit-size entries (N:M groups) start halfway between the k-th and the
@@ -165,7 +167,7 @@ def soft_topk_threshold(
         -1.0
     """
     _, x64, k64, tau, s64 = _prepare(x, k, temperature, sizes)
-    return _bisect(x64, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
+    return _solve_threshold(x64, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
 
 
 def soft_topk(
@@ -212,7 +214,7 @@ def soft_topk(
     @tf.custom_gradient
     def op(x_in):
         xd = tf.cast(x_in, tf.float64)
-        t = _bisect(xd, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
+        t = _solve_threshold(xd, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
         f = tf.sigmoid((xd + t[..., None]) / tau)
         empty = (k64 <= 0)[..., None]
         full = (k64 >= total)[..., None]
