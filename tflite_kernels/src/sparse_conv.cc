@@ -303,21 +303,12 @@ void RunTask(void* ctx, int64_t task, int thread) {
       const float* const* tp = ptrs + i * taps * P;
       float* out = job.output + tile * P * cout;
       const float* res = job.residual ? job.residual + tile * P * cout : nullptr;
-      if (interior[i]) {
-        for (int r = rb0; r < rb1; ++r) {
-          const int k0 = pf.row_ptr[r];
-          uk.run((pf.row_ptr[r + 1] - k0) * taps, job.comb + size_t(k0) * taps,
-                 pf.w.get() + size_t(k0) * taps * n, 1, tp, pf.bias.get() + size_t(r) * n,
-                 out + size_t(r) * n, cout, g.act_min, g.act_max,
-                 res ? res + size_t(r) * n : nullptr);
-        }
+      if (interior[i]) {  // every tap through the plan's combined offsets
+        uk.rows(rb0, rb1, pf.row_ptr.data(), job.comb, taps, pf.w.get(), taps, 1, tp,
+                pf.bias.get(), out, cout, g.act_min, g.act_max, res);
       } else {
-        for (int r = rb0; r < rb1; ++r) {
-          const int k0 = pf.row_ptr[r];
-          uk.run(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
-                 taps, tp, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
-                 g.act_min, g.act_max, res ? res + size_t(r) * n : nullptr);
-        }
+        uk.rows(rb0, rb1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps, tp,
+                pf.bias.get(), out, cout, g.act_min, g.act_max, res);
       }
     }
   }

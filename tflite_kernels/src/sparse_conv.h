@@ -107,9 +107,16 @@ using UKernelFn = void (*)(int k, const int32_t* idx, const float* w, int taps,
                            const float* const* in, const float* bias, float* out,
                            int64_t out_stride, float lo, float hi, const float* res);
 
+// Rows [r0, r1) of one tile of P pixels in one call (see ukernel_impl.h).
+using URowsFn = void (*)(int r0, int r1, const int32_t* row_ptr, const int32_t* index, int kmul,
+                         const float* w, int taps, int body_taps, const float* const* in,
+                         const float* bias, float* out, int64_t out_stride, float lo, float hi,
+                         const float* res);
+
 struct UKernel {
   int p = 0;             // pixels per call of `run`
   UKernelFn run = nullptr;
+  URowsFn rows = nullptr;  // `run` over a block of rows
   UKernelFn run1 = nullptr;  // one pixel (tails), same signature with P = 1
 };
 

@@ -21,7 +21,7 @@
 // each tap and each kept input channel: V weight vectors are loaded once and
 // multiplied by the broadcast input value of each of the P pixels.
 template <class VT, int V, int P>
-static void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
+__attribute__((always_inline)) static inline void SparseRowKernel(int k, const int32_t* idx, const float* w, int taps,
                             const float* const* in, const float* bias, float* out,
                             int64_t out_stride, float lo, float hi, const float* res) {
   constexpr int W = VT::kWidth;
@@ -133,12 +133,34 @@ static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps
   }
 }
 
+// Rows [r0, r1) of one tile in one call: the row kernel inlined in a loop, so
+// the call, its prologue and epilogue are paid once per tile, not once per row.
+// Row r runs (row_ptr[r+1] - row_ptr[r]) * kmul entries of `index` from
+// row_ptr[r] * kmul, its weights from w + row_ptr[r] * taps * N, with
+// `body_taps` taps (kmul = taps, body_taps = 1: the plan's combined offsets;
+// kmul = 1, body_taps = taps: per-tap indirection).
+template <class VT, int V, int P>
+static void SparseRowsKernel(int r0, int r1, const int32_t* row_ptr, const int32_t* index,
+                             int kmul, const float* w, int taps, int body_taps,
+                             const float* const* in, const float* bias, float* out,
+                             int64_t out_stride, float lo, float hi, const float* res) {
+  constexpr int N = V * VT::kWidth;
+  for (int r = r0; r < r1; ++r) {
+    const int k0 = row_ptr[r];
+    SparseRowKernel<VT, V, P>((row_ptr[r + 1] - k0) * kmul, index + int64_t(k0) * kmul,
+                              w + int64_t(k0) * taps * N, body_taps, in, bias + int64_t(r) * N,
+                              out + int64_t(r) * N, out_stride, lo, hi,
+                              res ? res + int64_t(r) * N : nullptr);
+  }
+}
+
 template <class VT, int N, int P>
 static tsp::UKernel MakeUKernel() {
   static_assert(N % VT::kWidth == 0, "N must be a multiple of the vector width");
   tsp::UKernel u;
   u.p = P;
   u.run = &SparseRowKernel<VT, N / VT::kWidth, P>;
+  u.rows = &SparseRowsKernel<VT, N / VT::kWidth, P>;
   u.run1 = &SparseRowKernel1<VT, N / VT::kWidth>;
   return u;
 }
