@@ -287,10 +287,9 @@ def bench_models(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
     """Stock vs delegate without / with fused residual ADDs, 3-way interleaved."""
-    import time as _time
-
     from ai_edge_litert.interpreter import Interpreter
 
+    from tf_sparse_prune.export.bench_cli import interleaved_times
     from tf_sparse_prune.export.delegate import SparseInterpreter, delegated_nodes
 
     rows = []
@@ -310,16 +309,7 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
             x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
             for it in interps.values():
                 it.set_tensor(it.get_input_details()[0]["index"], x)
-            for _ in range(args.warmup):
-                for it in interps.values():
-                    it.invoke()
-            times: dict[str, list[float]] = {k: [] for k in interps}
-            order = list(interps)
-            for i in range(args.runs):
-                for key in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
-                    t0 = _time.perf_counter()
-                    interps[key].invoke()
-                    times[key].append((_time.perf_counter() - t0) * 1e3)
+            times = interleaved_times(interps, args.runs, args.warmup)
             med = {k: float(np.median(v)) for k, v in times.items()}
             row = {
                 "model": "resnet50",

@@ -239,6 +239,8 @@ def time_interleaved(flats: dict[str, bytes], runs: int, warmup: int) -> dict[st
     """Median single-image latency (ms, 1 thread, stock LiteRT) of each model, A/B interleaved."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from tf_sparse_prune.export.bench_cli import interleaved_times
+
     interps = {}
     for key, flat in flats.items():
         it = Interpreter(model_content=flat, num_threads=1)
@@ -246,16 +248,9 @@ def time_interleaved(flats: dict[str, bytes], runs: int, warmup: int) -> dict[st
         inp = it.get_input_details()[0]
         x = np.random.default_rng(0).standard_normal(inp["shape"]).astype("float32")
         it.set_tensor(inp["index"], x)
-        for _ in range(warmup):
-            it.invoke()
         interps[key] = it
-    times: dict[str, list[float]] = {k: [] for k in interps}
-    for _ in range(runs):
-        for key, it in interps.items():
-            t = time.perf_counter()
-            it.invoke()
-            times[key].append(time.perf_counter() - t)
-    return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+    times = interleaved_times(interps, runs, warmup)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def bench_latency(args) -> int:

@@ -59,12 +59,12 @@ def pruners():
 
 def restart_search(model) -> None:
     """Puts SMART's wrappers back before the search, so the next epoch is a search epoch."""
-    import tf_sparse_prune as tsp
+    from tf_sparse_prune.wrappers import collect_wrappers
 
-    for layer in model._flatten_layers():
-        if isinstance(layer, tsp.PruneWrapper) and hasattr(layer, "smart_phase"):
-            layer.smart_epoch.assign(0)
-            layer.smart_phase.assign(0.0)
+    for wrapper in collect_wrappers(model):
+        if hasattr(wrapper, "smart_phase"):
+            wrapper.smart_epoch.assign(0)
+            wrapper.smart_phase.assign(0.0)
 
 
 def _subp(*args, **kwargs):

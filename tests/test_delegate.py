@@ -466,3 +466,21 @@ def test_add_runs_alone_when_the_conv_output_is_also_a_model_output(residual_fla
     err = capfd.readouterr().err
     assert err.count("ADD fused into its convolution") == 2, err
     assert err.count("ADD run alone") == 1, err
+
+
+def test_interleaved_times_rotate_who_goes_first():
+    from tf_sparse_prune.export.bench_cli import interleaved_times
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def invoke(self):
+            calls.append(self.name)
+
+    times = interleaved_times({k: Fake(k) for k in "abc"}, runs=3, warmup=1)
+    assert calls == list("abc" + "abc" + "bca" + "cab")
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LatencyResult", "compare_latency", "main"]
+__all__ = ["LatencyResult", "compare_latency", "interleaved_times", "main"]
 
 
 @dataclass
@@ -79,6 +79,40 @@ def _describe(node: Any) -> str:
     if node.op == "ADD":
         return f"{node.node} ADD in the epilogue of node {node.conv_node} {node.output}"
     return f"{node.node} {node.op} 1x{node.n} sparsity={node.block_sparsity:.3f} {node.filter}"
+
+
+def interleaved_times(
+    interps: dict[str, Any], runs: int, warmup: int = 0, progress: Any = None
+) -> dict[str, list[float]]:
+    """Milliseconds of each ``invoke()`` of every interpreter, run in turn.
+
+    Each round invokes every interpreter once; the one that goes first rotates from
+    round to round, so none always runs on a warm (or cold) cache. ``warmup`` untimed
+    rounds come first; ``progress.update(1)`` is called after each timed round.
+
+    Args:
+        interps: Name -> an interpreter with its input set.
+        runs: Timed rounds.
+        warmup: Untimed rounds first.
+        progress: Optional tqdm-like object.
+
+    Returns:
+        Name -> the ``runs`` times in milliseconds.
+    """
+    for _ in range(warmup):
+        for interp in interps.values():
+            interp.invoke()
+    order = list(interps)
+    times: dict[str, list[float]] = {k: [] for k in order}
+    for i in range(runs):
+        shift = i % len(order)
+        for key in order[shift:] + order[:shift]:
+            t0 = time.perf_counter()
+            interps[key].invoke()
+            times[key].append((time.perf_counter() - t0) * 1e3)
+        if progress is not None:
+            progress.update(1)
+    return times
 
 
 def compare_latency(
@@ -141,16 +175,8 @@ def compare_latency(
     out_s = sparse.get_tensor(sparse.get_output_details()[0]["index"])
     scale = max(float(np.abs(out_d).max()), 1e-30)
     max_rel = float(np.abs(out_d - out_s).max()) / scale
-    dense_t, sparse_t = [], []
-    for i in range(runs):
-        # Alternate which goes first, so neither always runs on a warm cache.
-        pair = ((dense, dense_t), (sparse, sparse_t))
-        for interp, acc in pair if i % 2 == 0 else pair[::-1]:
-            t0 = time.perf_counter()
-            interp.invoke()
-            acc.append((time.perf_counter() - t0) * 1e3)
-        if progress is not None:
-            progress.update(1)
+    times = interleaved_times({"dense": dense, "sparse": sparse}, runs, progress=progress)
+    dense_t, sparse_t = times["dense"], times["sparse"]
     report = delegated_nodes(sparse)
     d_ms, s_ms = statistics.median(dense_t), statistics.median(sparse_t)
     return LatencyResult(

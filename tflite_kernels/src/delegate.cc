@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -620,13 +621,19 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
   std::vector<int> plan_nodes(plan->data, plan->data + plan->size);
   std::vector<int> claimed;
   std::unique_lock<std::mutex> lock(d->mu);
+  std::map<int, int> uses;  // readers of each tensor over the whole plan
+  std::vector<std::pair<int, TfLiteNode*>> add_nodes;
   for (int node_index : plan_nodes) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* reg = nullptr;
     if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
       return kTfLiteError;
     }
+    for (int i = 0; node->inputs != nullptr && i < node->inputs->size; ++i) {
+      if (node->inputs->data[i] >= 0) ++uses[node->inputs->data[i]];
+    }
     const int builtin = reg->builtin_code;
+    if (builtin == kTfLiteBuiltinAdd) add_nodes.emplace_back(node_index, node);
     if (builtin != kTfLiteBuiltinConv2d && builtin != kTfLiteBuiltinFullyConnected) {
       if (builtin == kTfLiteBuiltinDepthwiseConv2d) {
         d->report_nodes.push_back(
@@ -647,17 +654,6 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
     }
   }
   if (d->opts.fuse_residual && !claimed.empty()) {
-    std::map<int, int> uses;  // readers of each tensor over the whole plan
-    for (int node_index : plan_nodes) {
-      TfLiteNode* node = nullptr;
-      TfLiteRegistration* reg = nullptr;
-      if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
-        return kTfLiteError;
-      }
-      for (int i = 0; node->inputs != nullptr && i < node->inputs->size; ++i) {
-        if (node->inputs->data[i] >= 0) ++uses[node->inputs->data[i]];
-      }
-    }
     std::map<int, const OpInfo*> conv_by_output;
     for (int node_index : claimed) {
       const OpInfo* op = d->pending[{ctx, node_index}].get();
@@ -666,14 +662,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
       }
     }
     std::vector<int> taken;
-    std::vector<int> adds;
-    for (int node_index : plan_nodes) {
-      TfLiteNode* node = nullptr;
-      TfLiteRegistration* reg = nullptr;
-      if (ctx->GetNodeAndRegistration(ctx, node_index, &node, &reg) != kTfLiteOk) {
-        return kTfLiteError;
-      }
-      if (reg->builtin_code != kTfLiteBuiltinAdd) continue;
+    std::set<int> chosen(claimed.begin(), claimed.end());
+    for (const auto& [node_index, node] : add_nodes) {
       std::unique_ptr<OpInfo> op =
           AnalyseAdd(ctx, node_index, node, conv_by_output, uses, &taken);
       if (!op) continue;
@@ -682,18 +672,13 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
         std::fprintf(stderr, "tsp delegate: node %d ADD claimed (epilogue of node %d)\n",
                      node_index, op->producer_node);
       }
-      adds.push_back(node_index);
+      chosen.insert(node_index);
       d->pending[{ctx, node_index}] = std::move(op);
     }
-    // Keep the execution plan's order.
-    std::vector<int> ordered;
+    claimed.clear();  // the execution plan's order
     for (int node_index : plan_nodes) {
-      if (std::find(claimed.begin(), claimed.end(), node_index) != claimed.end() ||
-          std::find(adds.begin(), adds.end(), node_index) != adds.end()) {
-        ordered.push_back(node_index);
-      }
+      if (chosen.count(node_index)) claimed.push_back(node_index);
     }
-    claimed.swap(ordered);
   }
   WriteReport(d);
   if (claimed.empty()) return kTfLiteOk;
