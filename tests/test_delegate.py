@@ -361,6 +361,45 @@ def test_tsp_bench_cli_reports_both_interpreters(zoo_flat, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_profile_times_every_claimed_node_of_the_zoo(zoo_flat):
+    from tf_sparse_prune.export.bench_cli import profile_delegate
+
+    report = delegated_nodes(SparseInterpreter(model_content=zoo_flat))
+    prof = profile_delegate(zoo_flat, threads=1, runs=4)
+    assert [p.node for p in prof] == sorted(n.node for n in report.claimed)
+    by_node = {n.node: n for n in report.claimed}
+    for p in prof:
+        node = by_node[p.node]
+        assert p.op == node.op and p.n == node.n
+        assert p.sparsity == pytest.approx(node.block_sparsity, abs=1e-5)
+        assert p.calls == 4  # the first (cold) invocation is not counted
+        assert p.ms > 0 and p.kept_gflops > 0 and p.pixels >= 1
+        assert p.fused_add is None
+    names = {_layer_of(n, list(ZOO_CLAIMED)): n.node for n in report.claimed}
+    dil16 = {p.node: p for p in prof}[names["dil16"]]
+    assert dil16.kernel == (3, 3) and (dil16.cin, dil16.cout) == (64, 32)
+    k7s2 = {p.node: p for p in prof}[names["k7s2"]]
+    assert k7s2.kernel == (7, 7) and (k7s2.cin, k7s2.cout) == (20, 16)
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        profile_delegate(zoo_flat, runs=0)
+
+
+def test_tsp_bench_profile_lists_nodes_and_writes_them_to_json(zoo_flat, tmp_path, capsys):
+    from tf_sparse_prune.export.bench_cli import main
+
+    path = tmp_path / "zoo.tflite"
+    path.write_bytes(zoo_flat)
+    out_json = tmp_path / "bench.json"
+    argv = [str(path), "--runs", "2", "--warmup", "1", "--profile", "--json", str(out_json)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    claimed = len(delegated_nodes(SparseInterpreter(model_content=zoo_flat)).claimed)
+    assert "delegate profile, 1 thread(s):" in text and f"in {claimed} nodes" in text
+    (row,) = json.loads(out_json.read_text())
+    assert len(row["profile"]) == claimed
+    assert all(p["calls"] == 2 for p in row["profile"])
+
+
 # ---- residual ADD fused into the convolution's epilogue ----------------------------------
 
 
@@ -466,6 +505,18 @@ def test_add_runs_alone_when_the_conv_output_is_also_a_model_output(residual_fla
     err = capfd.readouterr().err
     assert err.count("ADD fused into its convolution") == 2, err
     assert err.count("ADD run alone") == 1, err
+
+
+def test_profile_names_the_add_each_conv_runs_in_its_epilogue(residual_flat):
+    from tf_sparse_prune.export.bench_cli import profile_delegate
+
+    report = delegated_nodes(SparseInterpreter(model_content=residual_flat))
+    adds = {a.node: a.conv_node for a in _claimed_adds(report)}
+    prof = {p.node: p for p in profile_delegate(residual_flat, runs=2)}
+    fused = {p.fused_add: node for node, p in prof.items() if p.fused_add is not None}
+    # two of the three claimed ADDs run fused (res_c's output is also a model output)
+    assert len(fused) == 2 and set(fused) < set(adds)
+    assert all(adds[add] == conv for add, conv in fused.items())
 
 
 def test_interleaved_times_rotate_who_goes_first():

@@ -6,16 +6,21 @@ Example:
 For each thread count the stock interpreter (XNNPACK) and the delegate
 interpreter are built, warmed up, then invoked alternately (A/B interleaved, so
 frequency or load drift hits both equally); the medians are printed with their
-ratio and the nodes the delegate claimed.
+ratio and the nodes the delegate claimed. ``--profile`` adds the delegate's own
+time per claimed node (which layers gain, and at what GFLOP/s):
+
+    $ tsp-bench model.tflite --threads 1 --profile
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LatencyResult", "compare_latency", "interleaved_times", "main"]
+__all__ = [
+    "LatencyResult",
+    "NodeProfile",
+    "compare_latency",
+    "interleaved_times",
+    "main",
+    "profile_delegate",
+]
 
 
 @dataclass
@@ -56,6 +68,41 @@ class LatencyResult:
     declined: list[str] = field(default_factory=list)
     dense_all_ms: list[float] = field(default_factory=list)
     sparse_all_ms: list[float] = field(default_factory=list)
+    profile: list[NodeProfile] = field(default_factory=list)
+
+
+@dataclass
+class NodeProfile:
+    """The delegate's own time on one claimed CONV_2D / FULLY_CONNECTED node.
+
+    Attributes:
+        node: Node index in the model's execution plan.
+        op: ``"CONV_2D"`` or ``"FULLY_CONNECTED"``.
+        kernel: ``(kh, kw)``.
+        cin: Input channels.
+        cout: Output channels.
+        n: Block width N of its 1xN pattern.
+        sparsity: Its 1xN block sparsity.
+        pixels: Output pixels per invocation (batch x height x width).
+        calls: Timed invocations (all but the first, which runs on cold caches).
+        ms: Mean milliseconds per invocation, including a residual ADD fused
+            into it.
+        kept_gflops: Effective GFLOP/s on the kept (non-zero) multiply-adds.
+        fused_add: The ADD node run in its epilogue, or None.
+    """
+
+    node: int
+    op: str
+    kernel: tuple[int, int]
+    cin: int
+    cout: int
+    n: int
+    sparsity: float
+    pixels: int
+    calls: int
+    ms: float
+    kept_gflops: float
+    fused_add: int | None
 
 
 def _make_input(interp: Any, batch: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -194,6 +241,120 @@ def compare_latency(
     )
 
 
+def profile_delegate(
+    model: bytes | str | os.PathLike,
+    threads: int = 1,
+    runs: int = 50,
+    min_sparsity: float | None = None,
+    isa: str = "auto",
+    width_aware: bool = True,
+    fuse_residual: bool = True,
+    batch: int | None = None,
+    seed: int = 0,
+) -> list[NodeProfile]:
+    """Times every node the delegate runs, from inside the delegate.
+
+    The delegate accumulates each claimed node's invoke time (its first
+    invocation, on cold caches, left out) and writes it out when the
+    interpreter's partitions are freed; this runs ``runs + 1`` invocations, then
+    deletes the interpreter and reads the profile.
+
+    Example:
+        >>> prof = profile_delegate("model.tflite", threads=1, runs=20)  # doctest: +SKIP
+        >>> max(prof, key=lambda p: p.ms).node  # doctest: +SKIP
+
+    Args:
+        model: Flatbuffer bytes or a ``.tflite`` path.
+        threads: Delegate and interpreter threads.
+        runs: Timed invocations (>= 1).
+        min_sparsity: Delegate claiming threshold (``None``: its default).
+        isa: Delegate micro-kernel path.
+        width_aware: Delegate's narrow-N threshold rule.
+        fuse_residual: Let the delegate run residual ADDs in its convolutions.
+        batch: Batch size to resize the input to (default: the model's, or 1).
+        seed: Seed of the random input.
+
+    Returns:
+        One :class:`NodeProfile` per claimed CONV_2D / FULLY_CONNECTED node, in
+        node order.
+
+    Raises:
+        ValueError: If ``runs`` < 1.
+        RuntimeError: If the delegate wrote no profile.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_sparse_prune.export.delegate import load_sparse_delegate
+
+    if runs < 1:
+        raise ValueError(f"profile_delegate: runs must be >= 1, got {runs}")
+    if isinstance(model, bytes | bytearray):
+        source: dict[str, Any] = {"model_content": bytes(model)}
+    else:
+        source = {"model_path": os.fspath(model)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "profile.json")
+        delegate = load_sparse_delegate(
+            threads,
+            min_sparsity,
+            isa=isa,
+            width_aware=width_aware,
+            fuse_residual=fuse_residual,
+            profile_path=path,
+        )
+        interp = Interpreter(**source, num_threads=threads, experimental_delegates=[delegate])
+        interp.allocate_tensors()
+        _prepare(interp, _make_input(interp, batch, np.random.default_rng(seed)))
+        for _ in range(runs + 1):
+            interp.invoke()
+        del interp  # frees the delegate's partitions, which write the profile
+        gc.collect()
+        if not os.path.isfile(path):
+            raise RuntimeError(
+                "the sparse delegate wrote no profile (it claimed no node, or the "
+                "interpreter was not freed)"
+            )
+        with open(path) as f:
+            data = json.load(f)
+        del delegate
+    nodes = [
+        NodeProfile(
+            node=int(e["node"]),
+            op=str(e["op"]),
+            kernel=(int(e["kernel"][0]), int(e["kernel"][1])),
+            cin=int(e["cin"]),
+            cout=int(e["cout"]),
+            n=int(e["n"]),
+            sparsity=float(e["sparsity"]),
+            pixels=int(e["pixels"]),
+            calls=int(e["calls"]),
+            ms=float(e["ms_per_call"]),
+            kept_gflops=float(e["kept_gflops"]),
+            fused_add=None if int(e["fused_add"]) < 0 else int(e["fused_add"]),
+        )
+        for e in data["nodes"]
+    ]
+    return sorted(nodes, key=lambda p: p.node)
+
+
+def _print_profile(threads: int, prof: list[NodeProfile]) -> None:
+    total = sum(p.ms for p in prof)
+    print(f"delegate profile, {threads} thread(s): {total:.3f} ms in {len(prof)} nodes")
+    print(
+        f"{'node':>5} {'op':<15} {'kernel':<7} {'cin->cout':>11} {'1xN':>4} "
+        f"{'sparsity':>8} {'ms':>8} {'share':>6} {'kept GF/s':>9}  fused ADD"
+    )
+    for p in sorted(prof, key=lambda p: -p.ms):
+        kern = f"{p.kernel[0]}x{p.kernel[1]}"
+        io = f"{p.cin}->{p.cout}"
+        share = p.ms / total if total > 0 else 0.0
+        print(
+            f"{p.node:>5} {p.op:<15} {kern:<7} {io:>11} {p.n:>4} {p.sparsity:>8.3f} "
+            f"{p.ms:>8.3f} {share:>6.1%} {p.kept_gflops:>9.1f}  "
+            f"{'' if p.fused_add is None else p.fused_add}"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tsp-bench",
@@ -219,6 +380,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="resize the input batch")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--quiet-nodes", action="store_true", help="do not list the claimed nodes")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also time each claimed node inside the delegate (ms, kept GFLOP/s)",
+    )
     return p
 
 
@@ -281,6 +447,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  + {line}")
         for line in first.declined:
             print(f"  - {line}")
+    if args.profile:
+        for r in results:
+            r.profile = profile_delegate(
+                args.model,
+                threads=r.threads,
+                runs=args.runs,
+                min_sparsity=args.min_sparsity,
+                isa=args.isa,
+                width_aware=not args.no_width_aware,
+                fuse_residual=not args.no_fuse_residual,
+                batch=args.batch,
+            )
+            _print_profile(r.threads, r.profile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) for r in results], f, indent=1)

@@ -276,6 +276,7 @@ def load_sparse_delegate(
     width_aware: bool = True,
     fuse_residual: bool = True,
     report_path: str | os.PathLike | None = None,
+    profile_path: str | os.PathLike | None = None,
     library: str | os.PathLike | None = None,
     allow_untested_litert: bool = False,
 ) -> Any:
@@ -294,6 +295,11 @@ def load_sparse_delegate(
             the convolution that produces one of their inputs (see the module
             docstring).
         report_path: If given, the delegate writes its JSON claim report there.
+        profile_path: If given, the delegate times every claimed node's
+            invocations (the first one, with cold caches, left out) and writes
+            them there as JSON when the interpreter's partitions are freed
+            (complete once the interpreter is deleted); see
+            :func:`tf_sparse_prune.export.bench_cli.profile_delegate`.
         library: Library path; default :func:`delegate_library_path`.
         allow_untested_litert: Accept an ai-edge-litert other than
             :data:`TESTED_LITERT_VERSION`.
@@ -328,6 +334,8 @@ def load_sparse_delegate(
     }
     if report_path is not None:
         options["report_path"] = os.fspath(report_path)
+    if profile_path is not None:
+        options["profile_path"] = os.fspath(profile_path)
     try:
         return load_delegate(str(path), options)
     except (OSError, ValueError, AttributeError) as e:

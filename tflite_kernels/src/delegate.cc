@@ -10,7 +10,10 @@
 // width_aware (0|1, default 1: raise the threshold for N narrower than the
 // kernel's vectors, threshold = 1 - (1 - min_sparsity) * lane_fraction),
 // isa (auto|scalar|avx2|avx512|neon), report_path (JSON written at Prepare),
-// log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr),
+// profile_path (JSON of per-node invoke times, rewritten each time a partition
+// is freed, i.e. complete once the interpreter is gone),
+// log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr; 2: also
+// per-node invoke times when the partition is freed),
 // fuse_residual (0|1, default 1: also claim a float32 ADD of two same-shape
 // tensors one of which comes only from a claimed CONV_2D without activation,
 // and run it in that convolution's epilogue).
@@ -49,6 +52,7 @@ struct Options {
   double min_sparsity = kDefaultMinSparsity;
   std::string isa = "auto";
   std::string report_path;
+  std::string profile_path;
   int log = 0;  // 1: claims on stderr; 2: also per-node invoke times at free
   // Raise the threshold for N narrower than the kernel's vector (see
   // WidthAwareThresholds): those kernels compute fewer lanes per instruction.
@@ -80,9 +84,10 @@ struct OpInfo {
   ConvPlan plan;
   int plan_in_w = -1;  // input width the plan was built for
   AlignedPtr<float> zeros;
-  // log >= 2: time spent in invoke.
+  // log >= 2 or a profile_path: time spent in invoke.
   double seconds = 0.0;
   int64_t calls = 0;
+  bool warm = false;
 };
 
 struct DelegateData {
@@ -92,7 +97,9 @@ struct DelegateData {
   std::mutex mu;
   std::map<std::pair<const void*, int>, std::unique_ptr<OpInfo>> pending;
   std::vector<std::string> report_nodes;
+  std::vector<std::string> profile_nodes;  // one JSON object per freed claimed node
   TfLiteDelegate delegate{};
+  bool timed() const { return opts.log >= 2 || !opts.profile_path.empty(); }
 };
 
 // A delegate kernel: one partition of consecutive claimed nodes.
@@ -433,8 +440,49 @@ void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
   return part.release();
 }
 
+// Appends the partition's per-node invoke times to the delegate's profile and
+// rewrites profile_path with every node profiled so far.
+void WriteProfile(Partition* part) {
+  DelegateData* d = part->data;
+  std::lock_guard<std::mutex> lock(d->mu);
+  for (const auto& op : part->ops) {
+    if (op->builtin == kTfLiteBuiltinAdd) continue;  // timed with its convolution
+    const double kept = 2.0 * double(op->pf.kept_blocks) * op->pf.n * op->pf.taps *
+                        double(op->geom.pixels());
+    const double t = op->calls ? op->seconds / double(op->calls) : 0.0;
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  "{\"node\": %d, \"op\": \"%s\", \"kernel\": [%d, %d], \"cin\": %d, "
+                  "\"cout\": %d, \"n\": %d, \"sparsity\": %.6f, \"pixels\": %lld, "
+                  "\"calls\": %lld, \"ms_per_call\": %.6f, \"kept_gflops\": %.3f, "
+                  "\"fused_add\": %d}",
+                  op->node_index, OpName(op->builtin), op->kh, op->kw, op->cin, op->cout,
+                  op->pf.n, op->sparsity, static_cast<long long>(op->geom.pixels()),
+                  static_cast<long long>(op->calls), t * 1e3, t > 0 ? kept / t * 1e-9 : 0.0,
+                  op->fused_into ? op->fused_into->node_index : -1);
+    d->profile_nodes.push_back(buf);
+  }
+  std::string json = "{\"version\": \"";
+  json += kVersion;
+  json += "\", \"isa\": \"";
+  json += d->kernels->name;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "\", \"num_threads\": %d, \"nodes\": [", d->opts.num_threads);
+  json += buf;
+  for (size_t i = 0; i < d->profile_nodes.size(); ++i) {
+    if (i) json += ", ";
+    json += d->profile_nodes[i];
+  }
+  json += "]}\n";
+  std::FILE* fp = std::fopen(d->opts.profile_path.c_str(), "w");
+  if (fp == nullptr) return;
+  std::fwrite(json.data(), 1, json.size(), fp);
+  std::fclose(fp);
+}
+
 void KernelFree(TfLiteContext* /*ctx*/, void* buffer) {
   auto* part = static_cast<Partition*>(buffer);
+  if (part != nullptr && !part->data->opts.profile_path.empty()) WriteProfile(part);
   if (part != nullptr && part->data->opts.log >= 2) {
     for (const auto& op : part->ops) {
       if (op->builtin == kTfLiteBuiltinAdd) {
@@ -597,13 +645,16 @@ TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
       ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
       return kTfLiteError;
     }
-    if (d->opts.log >= 2) {
+    if (d->timed()) {
       const auto t0 = std::chrono::steady_clock::now();
       RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
                     part->scratch.data(), d->pool.get(), &conv->plan, residual);
-      conv->seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ++conv->calls;
+      if (conv->warm) {  // the first invoke (cold caches) is not counted
+        conv->seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++conv->calls;
+      }
+      conv->warm = true;
     } else {
       RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
                     part->scratch.data(), d->pool.get(), &conv->plan, residual);
@@ -754,6 +805,8 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       opts.isa = val;
     } else if (key == "report_path") {
       opts.report_path = val;
+    } else if (key == "profile_path") {
+      opts.profile_path = val;
     } else if (key == "log") {
       if (!ParseInt(val, &opts.log) || opts.log < 0 || opts.log > 2) {
         return fail(std::string("option log must be 0, 1 or 2, got '") + val + "'");
@@ -761,7 +814,7 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       return fail("unknown option '" + key +
                   "' (valid: num_threads, min_sparsity, width_aware, fuse_residual, isa, "
-                  "report_path, log)");
+                  "report_path, profile_path, log)");
     }
   }
   const KernelSet* ks = SelectKernels(opts.isa);
