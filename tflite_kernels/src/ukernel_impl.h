@@ -39,26 +39,27 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
   // 1x16 at 0.9, where 64-channel 1x1 rows keep ~6: 2-3% end to end, A/B).
   constexpr bool kSplit = (V == 1) && VT::kSplitK && P <= 8;
   constexpr int kSplitMinK = 16;
-  typename VT::reg acc2[kSplit ? P : 1][V];
-  if (kSplit) {
-    TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) acc2[p][0] = VT::zero();
-  }
   for (int t = 0; t < taps; ++t) {
     const float* ip[P];
     TSP_UNROLL for (int p = 0; p < P; ++p) ip[p] = in[t * P + p];
     int j = 0;
     if (kSplit && k >= kSplitMinK) {
+      // The second set lives only in this block, so short rows neither zero
+      // nor add it.
+      typename VT::reg acc2[P];
+      TSP_UNROLL for (int p = 0; p < P; ++p) acc2[p] = VT::zero();
       for (; j + 2 <= k; j += 2) {
         const int32_t c0 = idx[j];
         const int32_t c1 = idx[j + 1];
         const typename VT::reg w0 = VT::load(w);
         const typename VT::reg w1 = VT::load(w + N);
         w += 2 * N;
-        TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) {
+        TSP_UNROLL for (int p = 0; p < P; ++p) {
           acc[p][0] = VT::fma(VT::bcast(ip[p] + c0), w0, acc[p][0]);
-          acc2[p][0] = VT::fma(VT::bcast(ip[p] + c1), w1, acc2[p][0]);
+          acc2[p] = VT::fma(VT::bcast(ip[p] + c1), w1, acc2[p]);
         }
       }
+      TSP_UNROLL for (int p = 0; p < P; ++p) acc[p][0] = VT::add(acc[p][0], acc2[p]);
     }
     for (; j < k; ++j) {
       const int32_t c = idx[j];
@@ -69,11 +70,6 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
         typename VT::reg x = VT::bcast(ip[p] + c);
         TSP_UNROLL for (int v = 0; v < V; ++v) acc[p][v] = VT::fma(x, wv[v], acc[p][v]);
       }
-    }
-  }
-  if (kSplit) {
-    TSP_UNROLL for (int p = 0; p < (kSplit ? P : 1); ++p) {
-      acc[p][0] = VT::add(acc[p][0], acc2[p][0]);
     }
   }
   if (res != nullptr) {  // fused residual ADD: res has out's layout
