@@ -18,6 +18,9 @@ Sections (each writes ``benchmarks/results/latency_<section>.json``):
 * ``fusion``: the ``models`` set-up for ResNet-50, three interpreters interleaved
   in one loop: stock, the delegate with residual ADDs left to XNNPACK
   (``fuse_residual=False``) and the delegate running them in its convolutions.
+* ``scaling``: the ``models`` set-up for ResNet-50, stock and delegate at every
+  ``--threads`` count, all interleaved in one loop, so the thread-scaling ratios
+  (1-thread median / n-thread median) compare runs taken side by side.
 
 Every measurement is A/B interleaved in one process (stock, delegate, stock, ...)
 after warm-up, and reports medians of ``--runs`` invocations, the ratio, and the
@@ -334,6 +337,76 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """Stock and delegate at every thread count, interleaved in one loop."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_sparse_prune.export.bench_cli import interleaved_times
+    from tf_sparse_prune.export.delegate import SparseInterpreter
+
+    threads = sorted(set(args.threads))
+    base = threads[0]
+    rows = []
+    for sparsity in args.sparsities:
+        cached = CACHE / f"resnet50_1x16_{sparsity:.2f}.tflite"
+        if not cached.is_file():
+            log(f"{cached} is missing: run --sections models first")
+            continue
+        flat = cached.read_bytes()
+        interps = {}
+        for t in threads:
+            interps[f"xnnpack_{t}"] = Interpreter(model_content=flat, num_threads=t)
+            interps[f"xnnpack_{t}"].allocate_tensors()
+            interps[f"delegate_{t}"] = SparseInterpreter(
+                model_content=flat, num_threads=t, fuse_residual=args.fuse_residual
+            )
+        x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
+        for it in interps.values():
+            it.set_tensor(it.get_input_details()[0]["index"], x)
+        # Stock XNNPACK's own scaling tells whether the machine gave us its cores
+        # during the loop (a shared VM sometimes loses one); retry if it did not.
+        top = threads[-1]
+        rejected = []
+        for _attempt in range(args.scaling_attempts):
+            times = interleaved_times(interps, args.runs, args.warmup)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            ref = med[f"xnnpack_{base}"] / med[f"xnnpack_{top}"]
+            if top == base or ref >= args.min_reference_scaling:
+                break
+            rejected.append({k: round(v, 4) for k, v in med.items()})
+            log(f"s={sparsity}: XNNPACK scaled only x{ref:.2f} at {top} threads: retrying")
+        row = {
+            "model": "resnet50",
+            "sparsity": sparsity,
+            "threads": threads,
+            "rejected_loops": rejected,
+            "xnnpack_ms": {str(t): round(med[f"xnnpack_{t}"], 4) for t in threads},
+            "delegate_ms": {str(t): round(med[f"delegate_{t}"], 4) for t in threads},
+            "ratio": {
+                str(t): round(med[f"xnnpack_{t}"] / med[f"delegate_{t}"], 3) for t in threads
+            },
+            "xnnpack_scaling": {
+                str(t): round(med[f"xnnpack_{base}"] / med[f"xnnpack_{t}"], 3) for t in threads
+            },
+            "delegate_scaling": {
+                str(t): round(med[f"delegate_{base}"] / med[f"delegate_{t}"], 3) for t in threads
+            },
+        }
+        rows.append(row)
+        log(
+            f"resnet50 s={sparsity}: "
+            + ", ".join(
+                f"{t} threads: xnnpack {row['xnnpack_ms'][str(t)]:.2f} ms "
+                f"(x{row['xnnpack_scaling'][str(t)]:.2f}), delegate "
+                f"{row['delegate_ms'][str(t)]:.2f} ms (x{row['delegate_scaling'][str(t)]:.2f}, "
+                f"{row['ratio'][str(t)]:.2f}x faster)"
+                for t in threads
+            )
+        )
+        del interps
+    return {"rows": rows}
+
+
 # (name, input H=W, C_in, C_out, kernel, stride) from ResNet-50's stages.
 RESNET50_LAYERS = [
     ("conv2_1x1_reduce", 56, 256, 64, 1, 1),
@@ -458,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sections",
         nargs="+",
         default=["layers"],
-        choices=["models", "layers", "subp", "fusion"],
+        choices=["models", "layers", "subp", "fusion", "scaling"],
     )
     p.add_argument("--models", nargs="+", default=["resnet50", "mobilenetv2"])
     p.add_argument("--sparsities", type=float, nargs="+", default=None)
@@ -470,6 +543,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subp-layers", type=int, default=len(RESNET18_LAYERS))
     p.add_argument("--layers", nargs="+", default=None, help="subset of the ResNet-50 layers")
     p.add_argument("--tag", default="", help="suffix of the JSON file names")
+    p.add_argument(
+        "--min-reference-scaling",
+        type=float,
+        default=1.5,
+        help="scaling: redo a loop in which stock XNNPACK's own speed-up at the largest "
+        "thread count was below this (the machine did not give all its cores)",
+    )
+    p.add_argument("--scaling-attempts", type=int, default=3, help="scaling: loops at most")
     p.add_argument(
         "--no-fuse-residual",
         dest="fuse_residual",
@@ -484,12 +565,14 @@ def main(argv: list[str] | None = None) -> int:
         "layers": bench_layers,
         "subp": bench_subp,
         "fusion": bench_fusion,
+        "scaling": bench_scaling,
     }
     default_sparsities = {
         "models": [0.5, 0.7, 0.8, 0.9],
         "layers": [0.5, 0.7, 0.8, 0.9],
         "subp": [0.5, 0.6, 0.7, 0.8, 0.9],
         "fusion": [0.5, 0.7, 0.8, 0.9],
+        "scaling": [0.5, 0.7, 0.8, 0.9],
     }
     for section in args.sections:
         sub = argparse.Namespace(**vars(args))

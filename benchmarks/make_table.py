@@ -171,9 +171,11 @@ def layer_sparsity_table() -> str:
 
 
 def fusion_table() -> str:
-    rows = []
+    rows, runs = [], set()
     for path in sorted(RESULTS.glob("latency_fusion*.json")):
-        rows.extend(json.loads(path.read_text())["rows"])
+        data = json.loads(path.read_text())
+        rows.extend(data["rows"])
+        runs.add(data["settings"]["runs"])
     if not rows:
         return ""
     lines = [
@@ -190,8 +192,41 @@ def fusion_table() -> str:
     return (
         "Residual ADDs run in the epilogue of the convolution that feeds them "
         "(`fuse_residual`, default on) vs left to XNNPACK: the three interpreters "
-        "interleaved in one loop (`benchmarks/latency.py --sections fusion`), medians of 40 "
-        "runs; 1 and 2 threads are separate invocations.\n\n" + "\n".join(lines)
+        "interleaved in one loop (`benchmarks/latency.py --sections fusion`), medians of "
+        f"{'/'.join(str(r) for r in sorted(runs))} runs; 1 and 2 threads are separate "
+        "invocations (their scaling is in the next table).\n\n" + "\n".join(lines)
+    )
+
+
+def scaling_table() -> str:
+    path = RESULTS / "latency_scaling.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    if not rows:
+        return ""
+    threads = [str(t) for t in rows[0]["threads"]]
+    head = (
+        "| model | sparsity | "
+        + " | ".join(f"XNNPACK {t}t | delegate {t}t" for t in threads)
+        + " |"
+    )
+    lines = [head, "|---|---|" + "---|---|" * len(threads)]
+    for r in sorted(rows, key=lambda r: r["sparsity"]):
+        cells = []
+        for t in threads:
+            cells.append(f"{r['xnnpack_ms'][t]:.1f} ms (x{r['xnnpack_scaling'][t]:.2f})")
+            cells.append(
+                f"{r['delegate_ms'][t]:.1f} ms (x{r['delegate_scaling'][t]:.2f}; "
+                f"{r['ratio'][t]:.2f}x faster)"
+            )
+        lines.append(f"| {r['model']} | {r['sparsity']:g} | " + " | ".join(cells) + " |")
+    return (
+        "Thread scaling: stock and delegate at every thread count interleaved in one loop "
+        f"(`benchmarks/latency.py --sections scaling`, medians of {data['settings']['runs']} "
+        "runs); (xK) is the speed-up over the same interpreter at "
+        f"{threads[0]} thread.\n\n" + "\n".join(lines)
     )
 
 
@@ -242,6 +277,7 @@ def render() -> str:
         overhead_table(),
         latency_table(),
         fusion_table(),
+        scaling_table(),
         ocs_table(),
     ]
     return "\n\n".join(p for p in parts if p)
