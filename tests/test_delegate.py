@@ -535,3 +535,18 @@ def test_interleaved_times_rotate_who_goes_first():
     assert calls == list("abc" + "abc" + "bca" + "cab")
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_interleaved_times_pause_between_invocations_untimed():
+    import time
+
+    from tf_sparse_prune.export.bench_cli import interleaved_times
+
+    class Fake:
+        def invoke(self):
+            pass
+
+    t0 = time.perf_counter()
+    times = interleaved_times({"a": Fake(), "b": Fake()}, runs=2, gap_ms=20)
+    assert time.perf_counter() - t0 >= 4 * 0.020  # slept after each of the 4 invocations
+    assert all(t < 20 for v in times.values() for t in v)  # the pauses are not timed

@@ -129,19 +129,26 @@ def _describe(node: Any) -> str:
 
 
 def interleaved_times(
-    interps: dict[str, Any], runs: int, warmup: int = 0, progress: Any = None
+    interps: dict[str, Any],
+    runs: int,
+    warmup: int = 0,
+    progress: Any = None,
+    gap_ms: float = 1.0,
 ) -> dict[str, list[float]]:
     """Milliseconds of each ``invoke()`` of every interpreter, run in turn.
 
     Each round invokes every interpreter once; the one that goes first rotates from
     round to round, so none always runs on a warm (or cold) cache. ``warmup`` untimed
     rounds come first; ``progress.update(1)`` is called after each timed round.
+    Invocations are ``gap_ms`` apart: the delegate's pool workers spin up to 100 us
+    after an invocation, and must not take a core from the next timed one.
 
     Args:
         interps: Name -> an interpreter with its input set.
         runs: Timed rounds.
         warmup: Untimed rounds first.
         progress: Optional tqdm-like object.
+        gap_ms: Pause after each invocation, in milliseconds (not timed).
 
     Returns:
         Name -> the ``runs`` times in milliseconds.
@@ -157,6 +164,8 @@ def interleaved_times(
             t0 = time.perf_counter()
             interps[key].invoke()
             times[key].append((time.perf_counter() - t0) * 1e3)
+            if gap_ms > 0:
+                time.sleep(gap_ms / 1e3)
         if progress is not None:
             progress.update(1)
     return times
