@@ -365,8 +365,15 @@ def test_profile_times_every_claimed_node_of_the_zoo(zoo_flat):
     from tf_sparse_prune.export.bench_cli import profile_delegate
 
     report = delegated_nodes(SparseInterpreter(model_content=zoo_flat))
-    prof = profile_delegate(zoo_flat, threads=1, runs=4)
+    whole = profile_delegate(zoo_flat, threads=1, runs=4)
+    prof = whole.nodes
     assert [p.node for p in prof] == sorted(n.node for n in report.claimed)
+    # node time lies inside partition time, which lies inside invoke time
+    assert whole.partitions and all(p.calls == 4 for p in whole.partitions)
+    assert sum(p.nodes for p in whole.partitions) == len(report.claimed)
+    assert sum(p.ms for p in prof) <= whole.delegate_ms + 1e-3
+    assert whole.delegate_ms <= whole.invoke_ms + 1e-3
+    assert whole.rest_ms == pytest.approx(whole.invoke_ms - whole.delegate_ms)
     by_node = {n.node: n for n in report.claimed}
     for p in prof:
         node = by_node[p.node]
@@ -394,10 +401,13 @@ def test_tsp_bench_profile_lists_nodes_and_writes_them_to_json(zoo_flat, tmp_pat
     assert main(argv) == 0
     text = capsys.readouterr().out
     claimed = len(delegated_nodes(SparseInterpreter(model_content=zoo_flat)).claimed)
-    assert "delegate profile, 1 thread(s):" in text and f"in {claimed} nodes" in text
+    assert "delegate profile, 1 thread(s): invoke" in text and f"in {claimed} nodes" in text
     (row,) = json.loads(out_json.read_text())
-    assert len(row["profile"]) == claimed
-    assert all(p["calls"] == 2 for p in row["profile"])
+    assert len(row["profile"]["nodes"]) == claimed
+    assert all(p["calls"] == 2 for p in row["profile"]["nodes"])
+    assert row["profile"]["rest_ms"] == pytest.approx(
+        row["profile"]["invoke_ms"] - row["profile"]["delegate_ms"]
+    )
 
 
 # ---- residual ADD fused into the convolution's epilogue ----------------------------------
@@ -512,7 +522,7 @@ def test_profile_names_the_add_each_conv_runs_in_its_epilogue(residual_flat):
 
     report = delegated_nodes(SparseInterpreter(model_content=residual_flat))
     adds = {a.node: a.conv_node for a in _claimed_adds(report)}
-    prof = {p.node: p for p in profile_delegate(residual_flat, runs=2)}
+    prof = {p.node: p for p in profile_delegate(residual_flat, runs=2).nodes}
     fused = {p.fused_add: node for node, p in prof.items() if p.fused_add is not None}
     # two of the three claimed ADDs run fused (res_c's output is also a model output)
     assert len(fused) == 2 and set(fused) < set(adds)

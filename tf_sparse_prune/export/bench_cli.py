@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "DelegateProfile",
     "LatencyResult",
     "NodeProfile",
+    "PartitionProfile",
     "compare_latency",
     "interleaved_times",
     "main",
@@ -68,7 +70,7 @@ class LatencyResult:
     declined: list[str] = field(default_factory=list)
     dense_all_ms: list[float] = field(default_factory=list)
     sparse_all_ms: list[float] = field(default_factory=list)
-    profile: list[NodeProfile] = field(default_factory=list)
+    profile: DelegateProfile | None = None
 
 
 @dataclass
@@ -103,6 +105,45 @@ class NodeProfile:
     ms: float
     kept_gflops: float
     fused_add: int | None
+
+
+@dataclass
+class PartitionProfile:
+    """Wall time of one delegate partition (a run of consecutive claimed nodes).
+
+    Attributes:
+        first_node: Its first node's index.
+        nodes: Claimed nodes in it (convolutions and fused ADDs).
+        calls: Timed invocations (all but the first).
+        ms: Mean milliseconds per invocation.
+    """
+
+    first_node: int
+    nodes: int
+    calls: int
+    ms: float
+
+
+@dataclass
+class DelegateProfile:
+    """Where one invocation's time goes, from inside the delegate.
+
+    Attributes:
+        threads: Delegate and interpreter threads.
+        invoke_ms: Mean wall time of ``Interpreter.invoke`` (first call excluded).
+        delegate_ms: Mean time inside the delegate's partitions per invocation.
+        rest_ms: ``invoke_ms - delegate_ms``: the nodes left to TFLite/XNNPACK and
+            the interpreter's own overhead.
+        partitions: One entry per delegate partition.
+        nodes: One entry per claimed CONV_2D / FULLY_CONNECTED node, in node order.
+    """
+
+    threads: int
+    invoke_ms: float
+    delegate_ms: float
+    rest_ms: float
+    partitions: list[PartitionProfile]
+    nodes: list[NodeProfile]
 
 
 def _make_input(interp: Any, batch: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -260,17 +301,19 @@ def profile_delegate(
     fuse_residual: bool = True,
     batch: int | None = None,
     seed: int = 0,
-) -> list[NodeProfile]:
-    """Times every node the delegate runs, from inside the delegate.
+) -> DelegateProfile:
+    """Times every node and partition the delegate runs, from inside the delegate.
 
-    The delegate accumulates each claimed node's invoke time (its first
-    invocation, on cold caches, left out) and writes it out when the
-    interpreter's partitions are freed; this runs ``runs + 1`` invocations, then
-    deletes the interpreter and reads the profile.
+    The delegate accumulates each claimed node's and each partition's invoke
+    time (the first invocation, on cold caches, left out) and writes them out
+    when the interpreter's partitions are freed; this runs ``runs + 1``
+    invocations (timing each from Python too), then deletes the interpreter and
+    reads the profile.
 
     Example:
         >>> prof = profile_delegate("model.tflite", threads=1, runs=20)  # doctest: +SKIP
-        >>> max(prof, key=lambda p: p.ms).node  # doctest: +SKIP
+        >>> prof.rest_ms  # time in the nodes left to XNNPACK  # doctest: +SKIP
+        >>> max(prof.nodes, key=lambda p: p.ms).node  # doctest: +SKIP
 
     Args:
         model: Flatbuffer bytes or a ``.tflite`` path.
@@ -284,8 +327,7 @@ def profile_delegate(
         seed: Seed of the random input.
 
     Returns:
-        One :class:`NodeProfile` per claimed CONV_2D / FULLY_CONNECTED node, in
-        node order.
+        A :class:`DelegateProfile`.
 
     Raises:
         ValueError: If ``runs`` < 1.
@@ -314,8 +356,12 @@ def profile_delegate(
         interp = Interpreter(**source, num_threads=threads, experimental_delegates=[delegate])
         interp.allocate_tensors()
         _prepare(interp, _make_input(interp, batch, np.random.default_rng(seed)))
-        for _ in range(runs + 1):
+        interp.invoke()  # cold: left out, as in the delegate
+        invoke_s = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
             interp.invoke()
+            invoke_s.append(time.perf_counter() - t0)
         del interp  # frees the delegate's partitions, which write the profile
         gc.collect()
         if not os.path.isfile(path):
@@ -343,17 +389,39 @@ def profile_delegate(
         )
         for e in data["nodes"]
     ]
-    return sorted(nodes, key=lambda p: p.node)
+    parts = [
+        PartitionProfile(
+            first_node=int(e["first_node"]),
+            nodes=int(e["nodes"]),
+            calls=int(e["calls"]),
+            ms=float(e["ms_per_call"]),
+        )
+        for e in data.get("partitions", [])
+    ]
+    invoke_ms = 1e3 * sum(invoke_s) / len(invoke_s)
+    delegate_ms = sum(p.ms for p in parts)
+    return DelegateProfile(
+        threads=threads,
+        invoke_ms=invoke_ms,
+        delegate_ms=delegate_ms,
+        rest_ms=invoke_ms - delegate_ms,
+        partitions=sorted(parts, key=lambda p: p.first_node),
+        nodes=sorted(nodes, key=lambda p: p.node),
+    )
 
 
-def _print_profile(threads: int, prof: list[NodeProfile]) -> None:
-    total = sum(p.ms for p in prof)
-    print(f"delegate profile, {threads} thread(s): {total:.3f} ms in {len(prof)} nodes")
+def _print_profile(prof: DelegateProfile) -> None:
+    total = sum(p.ms for p in prof.nodes)
+    print(
+        f"delegate profile, {prof.threads} thread(s): invoke {prof.invoke_ms:.3f} ms = "
+        f"{len(prof.partitions)} delegate partition(s) {prof.delegate_ms:.3f} ms + the rest "
+        f"(TFLite/XNNPACK) {prof.rest_ms:.3f} ms; {total:.3f} ms in {len(prof.nodes)} nodes"
+    )
     print(
         f"{'node':>5} {'op':<15} {'kernel':<7} {'cin->cout':>11} {'1xN':>4} "
         f"{'sparsity':>8} {'ms':>8} {'share':>6} {'kept GF/s':>9}  fused ADD"
     )
-    for p in sorted(prof, key=lambda p: -p.ms):
+    for p in sorted(prof.nodes, key=lambda p: -p.ms):
         kern = f"{p.kernel[0]}x{p.kernel[1]}"
         io = f"{p.cin}->{p.cout}"
         share = p.ms / total if total > 0 else 0.0
@@ -468,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fuse_residual=not args.no_fuse_residual,
                 batch=args.batch,
             )
-            _print_profile(r.threads, r.profile)
+            _print_profile(r.profile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) for r in results], f, indent=1)

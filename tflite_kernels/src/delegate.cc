@@ -98,6 +98,7 @@ struct DelegateData {
   std::map<std::pair<const void*, int>, std::unique_ptr<OpInfo>> pending;
   std::vector<std::string> report_nodes;
   std::vector<std::string> profile_nodes;  // one JSON object per freed claimed node
+  std::vector<std::string> profile_partitions;  // one per freed partition
   TfLiteDelegate delegate{};
   bool timed() const { return opts.log >= 2 || !opts.profile_path.empty(); }
 };
@@ -108,6 +109,10 @@ struct Partition {
   std::vector<std::unique_ptr<OpInfo>> ops;
   std::vector<int> internal_tensors;  // produced and consumed inside
   std::vector<ConvScratch> scratch;   // one per pool thread
+  // DelegateData::timed(): wall time of its invocations (the first excluded).
+  double seconds = 0.0;
+  int64_t calls = 0;
+  bool warm = false;
 };
 
 std::string JsonEscape(const char* s) {
@@ -462,6 +467,15 @@ void WriteProfile(Partition* part) {
                   op->fused_into ? op->fused_into->node_index : -1);
     d->profile_nodes.push_back(buf);
   }
+  {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf),
+                  "{\"first_node\": %d, \"nodes\": %d, \"calls\": %lld, \"ms_per_call\": %.6f}",
+                  part->ops.empty() ? -1 : part->ops.front()->node_index, int(part->ops.size()),
+                  static_cast<long long>(part->calls),
+                  part->calls ? part->seconds / double(part->calls) * 1e3 : 0.0);
+    d->profile_partitions.push_back(buf);
+  }
   std::string json = "{\"version\": \"";
   json += kVersion;
   json += "\", \"isa\": \"";
@@ -472,6 +486,11 @@ void WriteProfile(Partition* part) {
   for (size_t i = 0; i < d->profile_nodes.size(); ++i) {
     if (i) json += ", ";
     json += d->profile_nodes[i];
+  }
+  json += "], \"partitions\": [";
+  for (size_t i = 0; i < d->profile_partitions.size(); ++i) {
+    if (i) json += ", ";
+    json += d->profile_partitions[i];
   }
   json += "]}\n";
   std::FILE* fp = std::fopen(d->opts.profile_path.c_str(), "w");
@@ -616,8 +635,22 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
+TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part);
+
 TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
   auto* part = static_cast<Partition*>(node->user_data);
+  if (!part->data->timed()) return RunPartition(ctx, part);
+  const auto t0 = std::chrono::steady_clock::now();
+  const TfLiteStatus status = RunPartition(ctx, part);
+  if (part->warm) {  // the first invoke (cold caches) is not counted
+    part->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++part->calls;
+  }
+  part->warm = true;
+  return status;
+}
+
+TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
   DelegateData* d = part->data;
   for (auto& op : part->ops) {
     if (op->fused_into != nullptr) continue;  // runs at its ADD's place
