@@ -209,6 +209,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         warmup=args.warmup,
         min_sparsity=args.min_sparsity,
         width_aware=args.width_aware,
+        cost_model=args.cost_model,
         fuse_residual=args.fuse_residual,
         **kw,
     )
@@ -579,11 +580,13 @@ def main(argv: list[str] | None = None) -> int:
         if sub.sparsities is None:
             sub.sparsities = default_sparsities[section]
         sub.width_aware = True
+        sub.cost_model = True
         if section in ("layers", "subp"):
             # Kernel speed at every sparsity and N: claim everything.
             if sub.min_sparsity is None:
                 sub.min_sparsity = 0.0
             sub.width_aware = False
+            sub.cost_model = False
         t0 = time.time()
         result = sections[section](sub)
         payload = {
@@ -596,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sparsities": sub.sparsities,
                 "min_sparsity": sub.min_sparsity,
                 "width_aware": sub.width_aware,
+                "cost_model": sub.cost_model,
                 "fuse_residual": sub.fuse_residual,
                 "ab_interleaved": True,
                 "statistic": "median",

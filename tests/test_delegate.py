@@ -211,11 +211,29 @@ def test_min_sparsity_option_changes_claims(zoo_flat, zoo_input):
     strict = delegated_nodes(SparseInterpreter(model_content=zoo_flat, min_sparsity=0.75))
     names = [*ZOO_PRUNING, "dw"]
     assert {_layer_of(n, names) for n in strict.claimed} == {"dil16"}
-    loose = SparseInterpreter(model_content=zoo_flat, min_sparsity=0.05, width_aware=False)
+    loose = SparseInterpreter(
+        model_content=zoo_flat, min_sparsity=0.05, width_aware=False, cost_model=False
+    )
     assert {_layer_of(n, names) for n in delegated_nodes(loose).claimed} == set(ZOO_CLAIMED) | {
         "lowsp"
     }
     _assert_close(_run(loose, zoo_input), _stock(zoo_flat, zoo_input))
+
+
+def test_cost_model_declines_short_rows_and_says_why(zoo_flat, zoo_input):
+    # lowsp: 1x1 32->32 at 0.1 block sparsity, ~29 kept entries of 32 per row in 2
+    # rows: estimated ~1.7x XNNPACK's time, so it stays with XNNPACK.
+    names = [*ZOO_PRUNING, "dw"]
+    interp = SparseInterpreter(model_content=zoo_flat, min_sparsity=0.05, width_aware=False)
+    report = delegated_nodes(interp)
+    declined = {_layer_of(n, names): n for n in report.declined}
+    assert "lowsp" in declined and "lowsp" not in {_layer_of(n, names) for n in report.claimed}
+    reason = declined["lowsp"].reason
+    assert "rows too short" in reason and "cost_model=0" in reason, reason
+    assert float(reason.split("estimates ")[1].split("x")[0]) > 1.4
+    # long rows are unaffected: every other 1x16 layer is still claimed
+    assert {_layer_of(n, names) for n in report.claimed} == set(ZOO_CLAIMED)
+    _assert_close(_run(interp, zoo_input), _stock(zoo_flat, zoo_input))
 
 
 def test_model_with_nothing_to_claim_runs_unchanged():
@@ -268,6 +286,8 @@ def test_native_option_validation():
         load_delegate(lib, {"isa": "mmx"})
     with pytest.raises(ValueError, match="width_aware must be 0 or 1"):
         load_delegate(lib, {"width_aware": "yes"})
+    with pytest.raises(ValueError, match="cost_model must be 0 or 1"):
+        load_delegate(lib, {"cost_model": "2"})
 
 
 def test_report_path_option_writes_json(zoo_flat, tmp_path):

@@ -102,7 +102,7 @@ def test_random_conv_matches_stock_interpreter(cfg):
     stock = Interpreter(model_content=flat)
     ref = _invoke(stock, x)
     interp = SparseInterpreter(
-        model_content=flat, num_threads=2, min_sparsity=0.0, width_aware=False
+        model_content=flat, num_threads=2, min_sparsity=0.0, width_aware=False, cost_model=False
     )
     report = delegated_nodes(interp)
     assert [node.n for node in report.claimed] == [_expected_n(weights[0])], report

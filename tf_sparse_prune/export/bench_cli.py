@@ -220,6 +220,7 @@ def compare_latency(
     min_sparsity: float | None = None,
     isa: str = "auto",
     width_aware: bool = True,
+    cost_model: bool = True,
     fuse_residual: bool = True,
     batch: int | None = None,
     progress: Any = None,
@@ -236,6 +237,7 @@ def compare_latency(
         isa: Delegate micro-kernel path.
         width_aware: Delegate's narrow-N threshold rule (False: claim every N
             at ``min_sparsity``).
+        cost_model: Delegate's short-row rule (False: claim short rows too).
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
         batch: Batch size to resize the input to (default: the model's, or 1).
         progress: Optional tqdm-like object; ``update(1)`` per A/B pair.
@@ -260,6 +262,7 @@ def compare_latency(
         min_sparsity=min_sparsity,
         isa=isa,
         width_aware=width_aware,
+        cost_model=cost_model,
         fuse_residual=fuse_residual,
     )
     x = _make_input(dense, batch, np.random.default_rng(seed))
@@ -298,6 +301,7 @@ def profile_delegate(
     min_sparsity: float | None = None,
     isa: str = "auto",
     width_aware: bool = True,
+    cost_model: bool = True,
     fuse_residual: bool = True,
     batch: int | None = None,
     seed: int = 0,
@@ -322,6 +326,7 @@ def profile_delegate(
         min_sparsity: Delegate claiming threshold (``None``: its default).
         isa: Delegate micro-kernel path.
         width_aware: Delegate's narrow-N threshold rule.
+        cost_model: Delegate's short-row rule.
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
         batch: Batch size to resize the input to (default: the model's, or 1).
         seed: Seed of the random input.
@@ -350,6 +355,7 @@ def profile_delegate(
             min_sparsity,
             isa=isa,
             width_aware=width_aware,
+            cost_model=cost_model,
             fuse_residual=fuse_residual,
             profile_path=path,
         )
@@ -450,6 +456,11 @@ def _parser() -> argparse.ArgumentParser:
         help="claim narrow N (1x4, 1x8) at min_sparsity too (measures those kernels)",
     )
     p.add_argument(
+        "--no-cost-model",
+        action="store_true",
+        help="claim 1x16 layers with rows too short to beat XNNPACK too",
+    )
+    p.add_argument(
         "--no-fuse-residual",
         action="store_true",
         help="leave residual ADDs to TFLite instead of running them in the delegate's convs",
@@ -505,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     min_sparsity=args.min_sparsity,
                     isa=args.isa,
                     width_aware=not args.no_width_aware,
+                    cost_model=not args.no_cost_model,
                     fuse_residual=not args.no_fuse_residual,
                     batch=args.batch,
                     progress=bar,
@@ -533,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 min_sparsity=args.min_sparsity,
                 isa=args.isa,
                 width_aware=not args.no_width_aware,
+                cost_model=not args.no_cost_model,
                 fuse_residual=not args.no_fuse_residual,
                 batch=args.batch,
             )

@@ -29,6 +29,13 @@ proportionally less work per instruction, so its threshold is raised to
 ``1 - (1 - min_sparsity) * lane_fraction`` (AVX-512 at the default 0.4: 0.85 for
 1x4, 0.7 for 1x8), which keeps such layers on XNNPACK where they would be slower.
 
+Short rows (``cost_model``, default on, **our choice**): a 1x16 layer whose rows
+keep so few entries (kept input channels x taps) that the kernel's fixed cost per
+row dominates is estimated slower than XNNPACK's dense kernel and declined, with
+the estimate in its reason (e.g. MobileNetV2's first 1x1 layers, 16->96 and
+32->16, at 0.5: measured 1.9x and 2.3x XNNPACK's time). The model and its fit
+are in ``tflite_kernels/src/sparse_conv.h`` (``EstimatedCostRatio``).
+
 Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp
     >>> model = keras.Sequential([keras.Input((8, 8, 32)), keras.layers.Conv2D(32, 1, name="pw")])
@@ -274,6 +281,7 @@ def load_sparse_delegate(
     *,
     isa: str = "auto",
     width_aware: bool = True,
+    cost_model: bool = True,
     fuse_residual: bool = True,
     report_path: str | os.PathLike | None = None,
     profile_path: str | os.PathLike | None = None,
@@ -291,6 +299,8 @@ def load_sparse_delegate(
         width_aware: Raise the threshold for N narrower than the kernel's
             vectors (see the module docstring); False applies ``min_sparsity``
             to every N.
+        cost_model: Decline 1x16 layers whose rows are too short for the kernel
+            to beat XNNPACK (see the module docstring); False claims them.
         fuse_residual: Also claim residual ADDs and run them in the epilogue of
             the convolution that produces one of their inputs (see the module
             docstring).
@@ -330,6 +340,7 @@ def load_sparse_delegate(
         "min_sparsity": repr(min_sparsity),
         "isa": isa,
         "width_aware": "1" if width_aware else "0",
+        "cost_model": "1" if cost_model else "0",
         "fuse_residual": "1" if fuse_residual else "0",
     }
     if report_path is not None:
@@ -377,6 +388,7 @@ def SparseInterpreter(
     *,
     isa: str = "auto",
     width_aware: bool = True,
+    cost_model: bool = True,
     fuse_residual: bool = True,
     fallback: bool = False,
     allow_untested_litert: bool = False,
@@ -400,6 +412,8 @@ def SparseInterpreter(
             ``"avx512"``, ``"neon"``).
         width_aware: Raise the threshold for N narrower than the kernel's
             vectors (see the module docstring).
+        cost_model: Decline 1x16 layers whose rows are too short to beat
+            XNNPACK (see the module docstring).
         fuse_residual: Run residual ADDs in the epilogue of the claimed
             convolution that feeds them (see the module docstring).
         fallback: If the delegate cannot be loaded, warn and return the dense
@@ -436,6 +450,7 @@ def SparseInterpreter(
                 min_sparsity,
                 isa=isa,
                 width_aware=width_aware,
+                cost_model=cost_model,
                 fuse_residual=fuse_residual,
                 report_path=report_file,
                 library=library,

@@ -14,6 +14,8 @@
 // is freed, i.e. complete once the interpreter is gone),
 // log (0|1: one line per CONV_2D / FULLY_CONNECTED node on stderr; 2: also
 // per-node invoke times when the partition is freed),
+// cost_model (0|1, default 1: decline a 1x16 node whose rows are so short that
+// the kernel is estimated slower than dense XNNPACK, see EstimatedCostRatio),
 // fuse_residual (0|1, default 1: also claim a float32 ADD of two same-shape
 // tensors one of which comes only from a claimed CONV_2D without activation,
 // and run it in that convolution's epilogue).
@@ -57,6 +59,7 @@ struct Options {
   // Raise the threshold for N narrower than the kernel's vector (see
   // WidthAwareThresholds): those kernels compute fewer lanes per instruction.
   int width_aware = 1;
+  int cost_model = 1;
   int fuse_residual = 1;
 };
 
@@ -277,6 +280,19 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
     return nullptr;
   }
   op->pf = PackFilter(f->data.f, bias, op->cout, op->kh, op->kw, op->cin, choice.n);
+  const double cost = EstimatedCostRatio(op->pf.kept_blocks, op->pf.rows, op->pf.n, taps,
+                                         op->cin);
+  if (opts.cost_model && cost > kMaxCostRatio) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf),
+                  "rows too short: %.1f kept entries of %d per row, %d rows; the cost model "
+                  "estimates %.2fx XNNPACK's time (declined above %.1f; option cost_model=0 "
+                  "claims it)",
+                  double(op->pf.kept_blocks) / op->pf.rows * taps, op->cin * taps, op->pf.rows,
+                  cost, kMaxCostRatio);
+    *reason = buf;
+    return nullptr;
+  }
   return op;
 }
 
@@ -825,6 +841,10 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
         return fail(std::string("option min_sparsity must be a number in [0, 1], got '") + val +
                     "'");
       }
+    } else if (key == "cost_model") {
+      if (!ParseInt(val, &opts.cost_model) || opts.cost_model < 0 || opts.cost_model > 1) {
+        return fail(std::string("option cost_model must be 0 or 1, got '") + val + "'");
+      }
     } else if (key == "width_aware") {
       if (!ParseInt(val, &opts.width_aware) || opts.width_aware < 0 || opts.width_aware > 1) {
         return fail(std::string("option width_aware must be 0 or 1, got '") + val + "'");
@@ -846,8 +866,8 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       }
     } else {
       return fail("unknown option '" + key +
-                  "' (valid: num_threads, min_sparsity, width_aware, fuse_residual, isa, "
-                  "report_path, profile_path, log)");
+                  "' (valid: num_threads, min_sparsity, width_aware, cost_model, fuse_residual, "
+                  "isa, report_path, profile_path, log)");
     }
   }
   const KernelSet* ks = SelectKernels(opts.isa);

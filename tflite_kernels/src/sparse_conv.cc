@@ -99,6 +99,15 @@ BlockChoice ChooseBlockSize(const float* filter, int cout, int taps, int cin,
   return ChooseBlockSize(filter, cout, taps, cin, t, tolerance);
 }
 
+double EstimatedCostRatio(int64_t kept_blocks, int rows, int n, int taps, int cin) {
+  if (n != 16 || rows <= 0 || taps <= 0 || cin <= 0) return 0.0;
+  const double kbar = double(kept_blocks) / rows * taps;
+  const double per_entry = kbar < 16.0 ? 2.0 : 1.4;
+  const double ours = 10.0 + per_entry * kbar + 20.0 / rows;
+  const double dense = 1.11 * double(cin) * taps;
+  return ours / dense;
+}
+
 void WidthAwareThresholds(double min_sparsity, const double lane_fraction[4], double out[4]) {
   for (int i = 0; i < 4; ++i) out[i] = 1.0 - (1.0 - min_sparsity) * lane_fraction[i];
 }

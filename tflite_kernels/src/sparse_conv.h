@@ -61,6 +61,20 @@ BlockChoice ChooseBlockSize(const float* filter, int cout, int taps, int cin,
 //   threshold = 1 - (1 - min_sparsity) * lane_fraction.
 void WidthAwareThresholds(double min_sparsity, const double lane_fraction[4], double out[4]);
 
+// Claim-time cost model (1x16 filters): the sparse kernel's estimated time
+// over XNNPACK's dense time for one 8-pixel tile and 16 output channels,
+//   (10 + c * kbar + 20 / rows) / (1.11 * cin * taps)   [ns / ns]
+// with kbar the mean kept entries per row (kept channels x taps), c = 2.0 ns
+// per entry below 16 entries and 1.4 ns from 16 on (the two-set loop), and
+// rows = cout / 16 (the per-tile set-up shared by the rows). Fitted on AMD Zen 5
+// with AVX-512 (bench: `rows` kernel on L1 data; XNNPACK at ~230 GFLOP/s); it
+// separates the short-row layers the delegate runs slower than XNNPACK
+// (MobileNetV2's 1x1 16->96 and 32->16 at 0.5: measured 1.9x and 2.3x its
+// time) from those it runs faster. Returns 0 when n != 16 (not modelled).
+double EstimatedCostRatio(int64_t kept_blocks, int rows, int n, int taps, int cin);
+// Layers whose estimate exceeds this are declined (margin for the model's error).
+constexpr double kMaxCostRatio = 1.4;
+
 // Block-compressed filter. Row r covers output channels [r*n, r*n+n).
 // For row r: kept input channels idx[row_ptr[r] .. row_ptr[r+1]) (ascending)
 // and weights w[row_ptr[r]*taps*n ...] laid out [tap][k][n].
