@@ -8,11 +8,14 @@ them interleaved (who goes first rotates; each invocation is followed by an unti
 pause so a pool's spinning workers never overlap the next timed run) and prints the
 medians and their ratio to stock.
 
+Copy each build's ``libtsp_delegate.so`` to a file of its own first, e.g.
+``old.so`` and ``new.so`` (one path given twice loads one library: that compares
+option sets, not builds).
+
 Example:
-    cp build/a/libtsp_delegate.so /tmp/a.so; cp build/b/libtsp_delegate.so /tmp/b.so
-    .venv/bin/python benchmarks/ab_delegates.py model.tflite /tmp/a.so /tmp/b.so --threads 2
-    .venv/bin/python benchmarks/ab_delegates.py model.tflite /tmp/a.so /tmp/a.so \\
-        --options '{}' '{"fuse_residual": "0"}'
+    .venv/bin/python benchmarks/ab_delegates.py model.tflite old.so new.so --threads 2
+    .venv/bin/python benchmarks/ab_delegates.py model.tflite new.so new.so \\
+        --options '{"cost_model": 0}' '{"cost_model": 1}'
 """
 
 from __future__ import annotations

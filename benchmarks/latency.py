@@ -289,6 +289,22 @@ def bench_models(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def _cached_resnet50(sparsity: float) -> bytes | None:
+    """The ``models`` section's pruned ResNet-50 flatbuffer, or None (logged)."""
+    cached = CACHE / f"resnet50_1x16_{sparsity:.2f}.tflite"
+    if not cached.is_file():
+        log(f"{cached} is missing: run --sections models first")
+        return None
+    return cached.read_bytes()
+
+
+def _set_image(interps: dict[str, Any]) -> None:
+    """The same random 224x224 image as every interpreter's input."""
+    x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
+    for it in interps.values():
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+
+
 def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
     """Stock vs delegate without / with fused residual ADDs, 3-way interleaved."""
     from ai_edge_litert.interpreter import Interpreter
@@ -298,11 +314,9 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
     for sparsity in args.sparsities:
-        cached = CACHE / f"resnet50_1x16_{sparsity:.2f}.tflite"
-        if not cached.is_file():
-            log(f"{cached} is missing: run --sections models first")
+        flat = _cached_resnet50(sparsity)
+        if flat is None:
             continue
-        flat = cached.read_bytes()
         for threads in args.threads:
             interps = {"xnnpack": Interpreter(model_content=flat, num_threads=threads)}
             interps["xnnpack"].allocate_tensors()
@@ -310,9 +324,7 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
                 interps[key] = SparseInterpreter(
                     model_content=flat, num_threads=threads, fuse_residual=fuse
                 )
-            x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
-            for it in interps.values():
-                it.set_tensor(it.get_input_details()[0]["index"], x)
+            _set_image(interps)
             times = interleaved_times(interps, args.runs, args.warmup)
             med = {k: float(np.median(v)) for k, v in times.items()}
             row = {
@@ -349,11 +361,9 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
     base = threads[0]
     rows = []
     for sparsity in args.sparsities:
-        cached = CACHE / f"resnet50_1x16_{sparsity:.2f}.tflite"
-        if not cached.is_file():
-            log(f"{cached} is missing: run --sections models first")
+        flat = _cached_resnet50(sparsity)
+        if flat is None:
             continue
-        flat = cached.read_bytes()
         interps = {}
         for t in threads:
             interps[f"xnnpack_{t}"] = Interpreter(model_content=flat, num_threads=t)
@@ -361,9 +371,7 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
             interps[f"delegate_{t}"] = SparseInterpreter(
                 model_content=flat, num_threads=t, fuse_residual=args.fuse_residual
             )
-        x = np.random.default_rng(0).standard_normal((1, 224, 224, 3)).astype(np.float32)
-        for it in interps.values():
-            it.set_tensor(it.get_input_details()[0]["index"], x)
+        _set_image(interps)
         # Stock XNNPACK's own scaling tells whether the machine gave us its cores
         # during the loop (a shared VM sometimes loses one); retry if it did not.
         top = threads[-1]

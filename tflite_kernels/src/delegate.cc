@@ -386,6 +386,24 @@ std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const O
   return s;
 }
 
+// ", "-joined JSON objects.
+std::string JoinJson(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ", ";
+    out += items[i];
+  }
+  return out;
+}
+
+// Writes `text` to `path` (best effort: a report is not worth failing for).
+void WriteTextFile(const std::string& path, const std::string& text) {
+  std::FILE* fp = std::fopen(path.c_str(), "w");
+  if (fp == nullptr) return;
+  std::fwrite(text.data(), 1, text.size(), fp);
+  std::fclose(fp);
+}
+
 void WriteReport(DelegateData* d) {
   if (d->opts.report_path.empty()) return;
   std::string json = "{\"version\": \"";
@@ -396,15 +414,8 @@ void WriteReport(DelegateData* d) {
   std::snprintf(buf, sizeof(buf), "\", \"num_threads\": %d, \"min_sparsity\": %.6f, \"nodes\": [",
                 d->opts.num_threads, d->opts.min_sparsity);
   json += buf;
-  for (size_t i = 0; i < d->report_nodes.size(); ++i) {
-    if (i) json += ", ";
-    json += d->report_nodes[i];
-  }
-  json += "]}\n";
-  std::FILE* fp = std::fopen(d->opts.report_path.c_str(), "w");
-  if (fp == nullptr) return;
-  std::fwrite(json.data(), 1, json.size(), fp);
-  std::fclose(fp);
+  json += JoinJson(d->report_nodes) + "]}\n";
+  WriteTextFile(d->opts.report_path, json);
 }
 
 // ---- the delegate kernel (one per partition) ---------------------------------
@@ -499,20 +510,9 @@ void WriteProfile(Partition* part) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "\", \"num_threads\": %d, \"nodes\": [", d->opts.num_threads);
   json += buf;
-  for (size_t i = 0; i < d->profile_nodes.size(); ++i) {
-    if (i) json += ", ";
-    json += d->profile_nodes[i];
-  }
-  json += "], \"partitions\": [";
-  for (size_t i = 0; i < d->profile_partitions.size(); ++i) {
-    if (i) json += ", ";
-    json += d->profile_partitions[i];
-  }
-  json += "]}\n";
-  std::FILE* fp = std::fopen(d->opts.profile_path.c_str(), "w");
-  if (fp == nullptr) return;
-  std::fwrite(json.data(), 1, json.size(), fp);
-  std::fclose(fp);
+  json += JoinJson(d->profile_nodes) + "], \"partitions\": [" +
+          JoinJson(d->profile_partitions) + "]}\n";
+  WriteTextFile(d->opts.profile_path, json);
 }
 
 void KernelFree(TfLiteContext* /*ctx*/, void* buffer) {
