@@ -146,6 +146,13 @@ class DelegateProfile:
     nodes: list[NodeProfile]
 
 
+def _model_source(model: bytes | str | os.PathLike) -> dict[str, Any]:
+    """``model_content=`` for flatbuffer bytes, ``model_path=`` for a path."""
+    if isinstance(model, bytes | bytearray):
+        return {"model_content": bytes(model)}
+    return {"model_path": os.fspath(model)}
+
+
 def _make_input(interp: Any, batch: int | None, rng: np.random.Generator) -> np.ndarray:
     det = interp.get_input_details()[0]
     shape = [int(d) for d in det["shape_signature"]] or [int(d) for d in det["shape"]]
@@ -250,10 +257,7 @@ def compare_latency(
 
     from tf_sparse_prune.export.delegate import SparseInterpreter, delegated_nodes
 
-    if isinstance(model, bytes | bytearray):
-        source: dict[str, Any] = {"model_content": bytes(model)}
-    else:
-        source = {"model_path": os.fspath(model)}
+    source = _model_source(model)
     dense = Interpreter(**source, num_threads=threads)
     dense.allocate_tensors()
     sparse = SparseInterpreter(
@@ -344,10 +348,7 @@ def profile_delegate(
 
     if runs < 1:
         raise ValueError(f"profile_delegate: runs must be >= 1, got {runs}")
-    if isinstance(model, bytes | bytearray):
-        source: dict[str, Any] = {"model_content": bytes(model)}
-    else:
-        source = {"model_path": os.fspath(model)}
+    source = _model_source(model)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "profile.json")
         delegate = load_sparse_delegate(
@@ -504,22 +505,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    # The delegate set-up shared by the latency comparison and the profile.
+    setup: dict[str, Any] = {
+        "min_sparsity": args.min_sparsity,
+        "isa": args.isa,
+        "width_aware": not args.no_width_aware,
+        "cost_model": not args.no_cost_model,
+        "fuse_residual": not args.no_fuse_residual,
+        "batch": args.batch,
+    }
     results = []
     with tqdm(total=args.runs * len(args.threads), desc="A/B runs", unit="pair") as bar:
         for t in args.threads:
             results.append(
                 compare_latency(
-                    args.model,
-                    threads=t,
-                    runs=args.runs,
-                    warmup=args.warmup,
-                    min_sparsity=args.min_sparsity,
-                    isa=args.isa,
-                    width_aware=not args.no_width_aware,
-                    cost_model=not args.no_cost_model,
-                    fuse_residual=not args.no_fuse_residual,
-                    batch=args.batch,
-                    progress=bar,
+                    args.model, threads=t, runs=args.runs, warmup=args.warmup, progress=bar, **setup
                 )
             )
     first = results[0]
@@ -538,17 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  - {line}")
     if args.profile:
         for r in results:
-            r.profile = profile_delegate(
-                args.model,
-                threads=r.threads,
-                runs=args.runs,
-                min_sparsity=args.min_sparsity,
-                isa=args.isa,
-                width_aware=not args.no_width_aware,
-                cost_model=not args.no_cost_model,
-                fuse_residual=not args.no_fuse_residual,
-                batch=args.batch,
-            )
+            r.profile = profile_delegate(args.model, threads=r.threads, runs=args.runs, **setup)
             _print_profile(r.profile)
     if args.json:
         with open(args.json, "w") as f:

@@ -17,7 +17,6 @@
 
 #define TSP_UNROLL _Pragma("GCC unroll 32")
 
-
 // P output pixels x (V * VT::kWidth) output channels of one block row. For
 // each tap and each kept input channel: V weight vectors are loaded once and
 // multiplied by the broadcast input value of each of the P pixels.
