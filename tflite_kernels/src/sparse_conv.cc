@@ -209,15 +209,20 @@ constexpr int kMaxTilesPerChunk = kConvMaxTilesPerChunk;
 struct ConvJob {
   const ConvGeometry* g;
   const PackedFilter* pf;
-  const int32_t* comb;  // plan offsets, or null
+  // Per kept entry, its offset in floats from the pixel: the plan's combined
+  // (tap, channel) offsets, the channel indices for 1x1 filters; null
+  // without a plan (every tile then takes the indirection).
+  const int32_t* offsets;
+  int64_t pixel_stride;  // floats between the pixels of a strided tile
   const UKernel* uk;
   const float* input;
   float* output;
   const float* residual;  // fused ADD's other input (output's layout), or null
   const float* zeros;
   ConvScratch* scratch;
-  int64_t tiles;         // full tiles of P pixels
-  int64_t tail_pixels;   // pixels after the full tiles
+  int tile_px;           // pixels per tile: uk->ps or uk->p
+  bool contiguous;       // 1x1, stride 1: every tile strided (pixel m at input + m * cin)
+  int64_t tiles;         // full tiles of tile_px pixels
   int64_t tiles_per_chunk;
   int64_t chunks;        // pixel chunks (the tail is the last chunk's extra)
   int rows_per_group;
@@ -259,6 +264,99 @@ inline void BuildIndirection(const ConvGeometry& g, const float* input, const fl
   }
 }
 
+// Input of the first pixel of `count` output pixels from m0 if they lie in one
+// output row and touch no padding (every tap of pixel p then sits at
+// base + p * stride_w * cin + the plan's offset), else null.
+const float* InteriorBase(const ConvGeometry& g, const float* input, int64_t m0, int count) {
+  const int64_t plane = int64_t(g.out_h) * g.out_w;
+  const int64_t b = m0 / plane;
+  const int64_t rem = m0 - b * plane;
+  const int oy = int(rem / g.out_w);
+  const int ox0 = int(rem - int64_t(oy) * g.out_w);
+  const int iy0 = oy * g.stride_h - g.pad_top;
+  const int ix0 = ox0 * g.stride_w - g.pad_left;
+  if (ox0 + count <= g.out_w && iy0 >= 0 && iy0 + (g.kh - 1) * g.dil_h < g.in_h && ix0 >= 0 &&
+      ix0 + (count - 1) * g.stride_w + (g.kw - 1) * g.dil_w < g.in_w) {
+    return input + ((size_t(b) * g.in_h + iy0) * g.in_w + ix0) * size_t(g.cin);
+  }
+  return nullptr;
+}
+
+// Tiles [t0, t1) of tile_px pixels, rows [r0, r1). A tile runs the strided
+// kernel when its pixels are evenly spaced in the input (always for 1x1
+// stride-1 layers; one output row without padding otherwise); else it is cut
+// into sub-tiles of P pixels run through pointers: interior sub-tiles keep
+// only their P pixel pointers and run every tap through the plan's offsets,
+// the others get a full indirection buffer with the zero row for padding.
+void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, const float** ptrs) {
+  const ConvGeometry& g = *job.g;
+  const PackedFilter& pf = *job.pf;
+  const UKernel& uk = *job.uk;
+  const int P = uk.p;
+  const int TP = job.tile_px;
+  const int sub = TP / P;
+  const int taps = pf.taps;
+  const int64_t cout = g.cout;
+  // Per tile: its strided base (or null); per sub-tile: interior or not.
+  const float* strided[kMaxTilesPerChunk];
+  bool interior[kMaxTilesPerChunk * 16];  // tile_px / P <= 16
+  for (int64_t tile = t0; tile < t1; ++tile) {
+    const int64_t i = tile - t0;
+    const int64_t m0 = tile * TP;
+    strided[i] = nullptr;
+    if (job.contiguous) {
+      strided[i] = job.input + m0 * g.cin;
+      continue;
+    }
+    if (job.offsets != nullptr && TP > P) {
+      strided[i] = InteriorBase(g, job.input, m0, TP);
+      if (strided[i] != nullptr) continue;
+    }
+    for (int si = 0; si < sub; ++si) {
+      const int64_t j = i * sub + si;
+      const int64_t ms = m0 + si * P;
+      const float** tp = ptrs + j * taps * P;
+      const float* base =
+          (job.offsets != nullptr && taps > 1) ? InteriorBase(g, job.input, ms, P) : nullptr;
+      interior[j] = base != nullptr;
+      if (interior[j]) {
+        for (int p = 0; p < P; ++p) tp[p] = base + size_t(p) * g.stride_w * g.cin;
+      } else {
+        BuildIndirection(g, job.input, job.zeros, ms, P, P, tp);
+      }
+    }
+  }
+  // Rows in blocks whose packed weights stay cache-resident while every tile
+  // of the chunk uses them.
+  const int kmul = taps > 1 ? taps : 1;
+  for (int rb0 = r0; rb0 < r1; rb0 += job.rows_per_block) {
+    const int rb1 = std::min(r1, rb0 + job.rows_per_block);
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      const int64_t i = tile - t0;
+      float* out = job.output + tile * TP * cout;
+      const float* res = job.residual ? job.residual + tile * TP * cout : nullptr;
+      if (strided[i] != nullptr) {
+        uk.strided(rb0, rb1, pf.row_ptr.data(), job.offsets, kmul, pf.w.get(), taps, strided[i],
+                   job.pixel_stride, pf.bias.get(), out, cout, g.act_min, g.act_max, res);
+        continue;
+      }
+      for (int si = 0; si < sub; ++si) {
+        const int64_t j = i * sub + si;
+        const float* const* tp = ptrs + j * taps * P;
+        float* o = out + int64_t(si) * P * cout;
+        const float* rs = res ? res + int64_t(si) * P * cout : nullptr;
+        if (interior[j]) {  // every tap through the plan's combined offsets
+          uk.rows(rb0, rb1, pf.row_ptr.data(), job.offsets, taps, pf.w.get(), taps, 1, tp,
+                  pf.bias.get(), o, cout, g.act_min, g.act_max, rs);
+        } else {
+          uk.rows(rb0, rb1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps, tp,
+                  pf.bias.get(), o, cout, g.act_min, g.act_max, rs);
+        }
+      }
+    }
+  }
+}
+
 void RunTask(void* ctx, int64_t task, int thread) {
   const ConvJob& job = *static_cast<const ConvJob*>(ctx);
   const ConvGeometry& g = *job.g;
@@ -275,55 +373,20 @@ void RunTask(void* ctx, int64_t task, int thread) {
   const int64_t cout = g.cout;
   const int64_t t0 = chunk * job.tiles_per_chunk;
   const int64_t t1 = std::min(job.tiles, t0 + job.tiles_per_chunk);
-  const int64_t plane = int64_t(g.out_h) * g.out_w;
-  // Indirection for every tile of the chunk, built once: ptrs + i * taps * P
-  // holds tile i's pointers; interior tiles (one output row, no padding) keep
-  // only their P pixel pointers and run all taps through the plan's offsets.
-  bool interior[kMaxTilesPerChunk];
-  for (int64_t tile = t0; tile < t1; ++tile) {
-    const int64_t i = tile - t0;
-    const int64_t m0 = tile * P;
-    const float** tp = ptrs + i * taps * P;
-    interior[i] = false;
-    if (job.comb != nullptr && taps > 1) {
-      const int64_t b = m0 / plane;
-      const int64_t rem = m0 - b * plane;
-      const int oy = int(rem / g.out_w);
-      const int ox0 = int(rem - int64_t(oy) * g.out_w);
-      const int iy0 = oy * g.stride_h - g.pad_top;
-      const int ix0 = ox0 * g.stride_w - g.pad_left;
-      if (ox0 + P <= g.out_w && iy0 >= 0 && iy0 + (g.kh - 1) * g.dil_h < g.in_h && ix0 >= 0 &&
-          ix0 + (P - 1) * g.stride_w + (g.kw - 1) * g.dil_w < g.in_w) {
-        const float* base =
-            job.input + ((size_t(b) * g.in_h + iy0) * g.in_w + ix0) * size_t(g.cin);
-        for (int p = 0; p < P; ++p) tp[p] = base + size_t(p) * g.stride_w * g.cin;
-        interior[i] = true;
-        continue;
-      }
-    }
-    BuildIndirection(g, job.input, job.zeros, m0, P, P, tp);
-  }
-  // Rows in blocks whose packed weights stay cache-resident while every tile
-  // of the chunk uses them.
-  for (int rb0 = r0; rb0 < r1; rb0 += job.rows_per_block) {
-    const int rb1 = std::min(r1, rb0 + job.rows_per_block);
-    for (int64_t tile = t0; tile < t1; ++tile) {
-      const int64_t i = tile - t0;
-      const float* const* tp = ptrs + i * taps * P;
-      float* out = job.output + tile * P * cout;
-      const float* res = job.residual ? job.residual + tile * P * cout : nullptr;
-      if (interior[i]) {  // every tap through the plan's combined offsets
-        uk.rows(rb0, rb1, pf.row_ptr.data(), job.comb, taps, pf.w.get(), taps, 1, tp,
-                pf.bias.get(), out, cout, g.act_min, g.act_max, res);
-      } else {
-        uk.rows(rb0, rb1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps, tp,
-                pf.bias.get(), out, cout, g.act_min, g.act_max, res);
-      }
-    }
-  }
+  const int TP = job.tile_px;
+  RunTiles(job, t0, t1, r0, r1, ptrs);
   if (chunk == job.chunks - 1) {
-    for (int64_t i = 0; i < job.tail_pixels; ++i) {
-      const int64_t m = job.tiles * P + i;
+    // Pixels after the full tiles: tiles of P through the indirection, then
+    // one pixel at a time.
+    int64_t m = job.tiles * TP;
+    const int64_t end = g.pixels();
+    for (; m + P <= end; m += P) {
+      BuildIndirection(g, job.input, job.zeros, m, P, P, ptrs);
+      uk.rows(r0, r1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps, ptrs,
+              pf.bias.get(), job.output + m * cout, cout, g.act_min, g.act_max,
+              job.residual ? job.residual + m * cout : nullptr);
+    }
+    for (; m < end; ++m) {
       BuildIndirection(g, job.input, job.zeros, m, 1, 1, ptrs);
       float* out = job.output + m * cout;
       const float* res = job.residual ? job.residual + m * cout : nullptr;
@@ -339,6 +402,16 @@ void RunTask(void* ctx, int64_t task, int thread) {
 
 }  // namespace
 
+bool StridedTileFitsL1(int64_t stride_bytes, int pixels) {
+  // 64-byte lines, 64 sets (4 KiB per way: Zen 2-5, Intel since Sandy Bridge;
+  // 12 ways on Zen 5, 8 on older cores): at most 8 pixels per set.
+  int count[64] = {0};
+  for (int p = 0; p < pixels; ++p) {
+    if (++count[(int64_t(p) * stride_bytes / 64) % 64] > 8) return false;
+  }
+  return true;
+}
+
 void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSet& ks,
                    const float* input, float* output, const float* zeros,
                    ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan,
@@ -347,16 +420,26 @@ void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSe
   job.residual = residual;
   job.g = &g;
   job.pf = &pf;
-  job.comb = (plan != nullptr && plan->valid) ? plan->tap_channel_offset.get() : nullptr;
   job.uk = ks.ForN(pf.n);
+  const bool planned = plan != nullptr && plan->valid;
+  job.offsets = pf.taps == 1 ? pf.idx.get() : (planned ? plan->tap_channel_offset.get() : nullptr);
   job.input = input;
   job.output = output;
   job.zeros = zeros;
   job.scratch = scratch;
-  const int P = job.uk->p;
   const int64_t pixels = g.pixels();
-  job.tiles = pixels / P;
-  job.tail_pixels = pixels - job.tiles * P;
+  job.contiguous = pf.taps == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
+                   g.pad_left == 0 && g.in_h == g.out_h && g.in_w == g.out_w;
+  job.pixel_stride = job.contiguous ? g.cin : int64_t(g.stride_w) * g.cin;
+  // Strided tiles of uk->ps pixels, unless the kernel has none or the pixel
+  // stride is a multiple of 4 KiB (C_in 1024, 2048 at stride 1): the 16
+  // pixels' lines of one channel then share an L1 set and thrash it
+  // (1x1 1024->256 at 14x14: 30% slower than 8-pixel pointer tiles).
+  const bool use_strided = job.uk->strided != nullptr && job.offsets != nullptr &&
+                           StridedTileFitsL1(job.pixel_stride * int64_t(sizeof(float)), job.uk->ps);
+  if (!use_strided) job.contiguous = false;
+  job.tile_px = use_strided ? job.uk->ps : job.uk->p;
+  job.tiles = pixels / job.tile_px;
   // Small layers run on the calling thread: waking the workers costs more.
   const double kept_macs = double(pf.kept_blocks) * pf.taps * pf.n * double(pixels);
   if (kept_macs < g.min_parallel_macs) pool = nullptr;

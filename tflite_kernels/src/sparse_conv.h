@@ -127,11 +127,21 @@ using URowsFn = void (*)(int r0, int r1, const int32_t* row_ptr, const int32_t* 
                          const float* bias, float* out, int64_t out_stride, float lo, float hi,
                          const float* res);
 
+// Rows [r0, r1) of one strided tile: pixel p at base + p * pixel_stride floats,
+// every entry of `index` an offset in floats from the pixel (kmul entries per
+// kept channel), so no indirection buffer is built.
+using UStridedFn = void (*)(int r0, int r1, const int32_t* row_ptr, const int32_t* index,
+                            int kmul, const float* w, int taps, const float* base,
+                            int64_t pixel_stride, const float* bias, float* out,
+                            int64_t out_stride, float lo, float hi, const float* res);
+
 struct UKernel {
   int p = 0;             // pixels per call of `run`
   UKernelFn run = nullptr;
   URowsFn rows = nullptr;  // `run` over a block of rows
   UKernelFn run1 = nullptr;  // one pixel (tails), same signature with P = 1
+  int ps = 0;                    // pixels per call of `strided` (8 or 16)
+  UStridedFn strided = nullptr;  // null where the registers do not allow it
 };
 
 // A family of micro-kernels for one instruction set.
@@ -181,6 +191,10 @@ struct ConvPlan {
 
 // Builds the plan (allocates). Leaves plan->valid false if offsets overflow.
 void PrepareConvPlan(const ConvGeometry& g, const PackedFilter& pf, ConvPlan* plan);
+
+// Whether `pixels` input rows `stride_bytes` apart can sit in L1 together:
+// at most 8 of them map to one cache set (64 B lines, 4 KiB per way).
+bool StridedTileFitsL1(int64_t stride_bytes, int pixels);
 
 // Runs the sparse convolution. `scratch` holds at least one entry per pool
 // thread (1 without a pool), each reserved for ConvScratchSize(taps), and

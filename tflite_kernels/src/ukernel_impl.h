@@ -17,6 +17,35 @@
 
 #define TSP_UNROLL _Pragma("GCC unroll 32")
 
+// Adds the fused residual (res has out's layout; may be null), clamps to
+// [lo, hi] and stores P pixels x V vectors of accumulators.
+template <class VT, int V, int P>
+__attribute__((always_inline)) static inline void StoreTile(typename VT::reg (&acc)[P][V], float* out,
+                                                            int64_t out_stride, float lo, float hi,
+                                                            const float* res) {
+  constexpr int W = VT::kWidth;
+  if (res != nullptr) {
+    TSP_UNROLL for (int p = 0; p < P; ++p) {
+      TSP_UNROLL for (int v = 0; v < V; ++v) {
+        acc[p][v] = VT::add(acc[p][v], VT::loadu(res + p * out_stride + v * W));
+      }
+    }
+  }
+  if (lo <= -3.0e38f && hi >= 3.0e38f) {  // no fused activation: nothing to clamp
+    TSP_UNROLL for (int p = 0; p < P; ++p) {
+      TSP_UNROLL for (int v = 0; v < V; ++v) VT::store(out + p * out_stride + v * W, acc[p][v]);
+    }
+    return;
+  }
+  const typename VT::reg vlo = VT::splat(lo);
+  const typename VT::reg vhi = VT::splat(hi);
+  TSP_UNROLL for (int p = 0; p < P; ++p) {
+    TSP_UNROLL for (int v = 0; v < V; ++v) {
+      VT::store(out + p * out_stride + v * W, VT::min(VT::max(acc[p][v], vlo), vhi));
+    }
+  }
+}
+
 // P output pixels x (V * VT::kWidth) output channels of one block row. For
 // each tap and each kept input channel: V weight vectors are loaded once and
 // multiplied by the broadcast input value of each of the P pixels.
@@ -71,26 +100,7 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
       }
     }
   }
-  if (res != nullptr) {  // fused residual ADD: res has out's layout
-    TSP_UNROLL for (int p = 0; p < P; ++p) {
-      TSP_UNROLL for (int v = 0; v < V; ++v) {
-        acc[p][v] = VT::add(acc[p][v], VT::loadu(res + p * out_stride + v * W));
-      }
-    }
-  }
-  if (lo <= -3.0e38f && hi >= 3.0e38f) {  // no fused activation: nothing to clamp
-    TSP_UNROLL for (int p = 0; p < P; ++p) {
-      TSP_UNROLL for (int v = 0; v < V; ++v) VT::store(out + p * out_stride + v * W, acc[p][v]);
-    }
-    return;
-  }
-  const typename VT::reg vlo = VT::splat(lo);
-  const typename VT::reg vhi = VT::splat(hi);
-  TSP_UNROLL for (int p = 0; p < P; ++p) {
-    TSP_UNROLL for (int v = 0; v < V; ++v) {
-      VT::store(out + p * out_stride + v * W, VT::min(VT::max(acc[p][v], vlo), vhi));
-    }
-  }
+  StoreTile<VT, V, P>(acc, out, out_stride, lo, hi, res);
 }
 
 // One pixel: the k loop is split over two accumulator sets to halve the FMA
@@ -154,7 +164,100 @@ static void SparseRowsKernel(int r0, int r1, const int32_t* row_ptr, const int32
   }
 }
 
-template <class VT, int N, int P>
+// Byte offsets of the pixels of a strided tile: pixel p (< 8) at q + p * s,
+// pixel p >= 8 at q8 + (p - 8) * s with q8 = q + 8 * s. 3s, 5s and 7s sit in
+// their own registers, so every pixel is one [base + index * scale] operand and
+// 16 pixels need 6 general registers, not 16 pointers (which spill).
+struct PixelStrides {
+  intptr_t s, s3, s5, s7;
+};
+
+template <int p>
+__attribute__((always_inline)) static inline const float* PixelAt(const char* q, const char* q8,
+                                                                  const PixelStrides& st) {
+  const char* b = p < 8 ? q : q8;
+  switch (p % 8) {
+    case 0: return reinterpret_cast<const float*>(b);
+    case 1: return reinterpret_cast<const float*>(b + st.s);
+    case 2: return reinterpret_cast<const float*>(b + 2 * st.s);
+    case 3: return reinterpret_cast<const float*>(b + st.s3);
+    case 4: return reinterpret_cast<const float*>(b + 4 * st.s);
+    case 5: return reinterpret_cast<const float*>(b + st.s5);
+    case 6: return reinterpret_cast<const float*>(b + 2 * st.s3);
+    default: return reinterpret_cast<const float*>(b + st.s7);
+  }
+}
+
+template <class VT, int V, int P, int p = 0>
+__attribute__((always_inline)) static inline void StridedFma(typename VT::reg (&acc)[P][V],
+                                                             const typename VT::reg (&wv)[V],
+                                                             const char* q, const char* q8,
+                                                             const PixelStrides& st) {
+  if constexpr (p < P) {
+    const typename VT::reg x = VT::bcast(PixelAt<p>(q, q8, st));
+    TSP_UNROLL for (int v = 0; v < V; ++v) acc[p][v] = VT::fma(x, wv[v], acc[p][v]);
+    StridedFma<VT, V, P, p + 1>(acc, wv, q, q8, st);
+  }
+}
+
+// P pixels x (V * VT::kWidth) channels of one block row for a strided tile:
+// pixel p's entry j is at base + off[j] + p * s (in bytes: off in floats).
+// With P = 16 the weight and index loads are shared by twice the pixels of the
+// pointer kernel, and no indirection is built.
+template <class VT, int V, int P>
+__attribute__((always_inline)) static inline void StridedRowKernel(
+    int k, const int32_t* off, const float* w, const char* base, const PixelStrides& st,
+    const float* bias, float* out, int64_t out_stride, float lo, float hi, const float* res) {
+  static_assert(P == 8 || P == 16, "strided tiles are 8 or 16 pixels");
+  constexpr int W = VT::kWidth;
+  constexpr int N = V * W;
+  typename VT::reg acc[P][V];
+  TSP_UNROLL for (int v = 0; v < V; ++v) {
+    typename VT::reg b = VT::load(bias + v * W);
+    TSP_UNROLL for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int j = 0; j < k; ++j) {
+    const char* q = base + intptr_t(off[j]) * intptr_t(sizeof(float));
+    // Opaque to the optimiser: it cannot re-associate q + p * s into P
+    // loop-invariant pointers.
+    asm("" : "+r"(q));
+    const char* q8 = q + 8 * st.s;
+    typename VT::reg wv[V];
+    TSP_UNROLL for (int v = 0; v < V; ++v) wv[v] = VT::load(w + v * W);
+    w += N;
+    StridedFma<VT, V, P>(acc, wv, q, q8, st);
+  }
+  StoreTile<VT, V, P>(acc, out, out_stride, lo, hi, res);
+}
+
+// Rows [r0, r1) of one strided tile (pixel p of the tile at base + p *
+// pixel_stride floats): row r runs (row_ptr[r+1] - row_ptr[r]) * kmul entries
+// of `index` (kmul = taps: the plan's combined offsets; 1 for 1x1 filters).
+template <class VT, int V, int P>
+static void StridedRowsKernel(int r0, int r1, const int32_t* row_ptr, const int32_t* index,
+                              int kmul, const float* w, int taps, const float* base,
+                              int64_t pixel_stride, const float* bias, float* out,
+                              int64_t out_stride, float lo, float hi, const float* res) {
+  constexpr int N = V * VT::kWidth;
+  PixelStrides st;
+  st.s = intptr_t(pixel_stride) * intptr_t(sizeof(float));
+  st.s3 = 3 * st.s;
+  st.s5 = 5 * st.s;
+  st.s7 = 7 * st.s;
+  // Hidden from the optimiser, so it keeps them as index registers.
+  asm("" : "+r"(st.s), "+r"(st.s3), "+r"(st.s5), "+r"(st.s7));
+  const char* cbase = reinterpret_cast<const char*>(base);
+  for (int r = r0; r < r1; ++r) {
+    const int k0 = row_ptr[r];
+    StridedRowKernel<VT, V, P>((row_ptr[r + 1] - k0) * kmul, index + int64_t(k0) * kmul,
+                               w + int64_t(k0) * taps * N, cbase, st, bias + int64_t(r) * N,
+                               out + int64_t(r) * N, out_stride, lo, hi,
+                               res ? res + int64_t(r) * N : nullptr);
+  }
+}
+
+// PS: pixels per strided tile (0: no strided kernel).
+template <class VT, int N, int P, int PS = 0>
 static tsp::UKernel MakeUKernel() {
   static_assert(N % VT::kWidth == 0, "N must be a multiple of the vector width");
   tsp::UKernel u;
@@ -162,6 +265,11 @@ static tsp::UKernel MakeUKernel() {
   u.run = &SparseRowKernel<VT, N / VT::kWidth, P>;
   u.rows = &SparseRowsKernel<VT, N / VT::kWidth, P>;
   u.run1 = &SparseRowKernel1<VT, N / VT::kWidth>;
+  if constexpr (PS > 0) {
+    static_assert(PS % P == 0 && PS / P <= 16, "a strided tile is a whole number of tiles");
+    u.ps = PS;
+    u.strided = &StridedRowsKernel<VT, N / VT::kWidth, PS>;
+  }
   return u;
 }
 

@@ -60,14 +60,15 @@ struct Xmm512Traits {  // 4 floats
 #include "ukernel_impl.h"
 
 // 32 zmm registers: 8 pixels x 16 channels is the plain 1x16 kernel; N=32
-// keeps 8 x 2 accumulators.
+// keeps 8 x 2 accumulators. Strided tiles (1x1 stride-1 layers) take 16
+// pixels for N <= 16 (16 accumulators + 1 weight vector), 8 for N=32.
 tsp::KernelSet MakeAvx512() {
   tsp::KernelSet ks;
   ks.name = "avx512";
-  ks.by_n[0] = MakeUKernel<Xmm512Traits, 4, 8>();
-  ks.by_n[1] = MakeUKernel<Ymm512Traits, 8, 8>();
-  ks.by_n[2] = MakeUKernel<Avx512Traits, 16, 8>();
-  ks.by_n[3] = MakeUKernel<Avx512Traits, 32, 8>();
+  ks.by_n[0] = MakeUKernel<Xmm512Traits, 4, 8, 16>();
+  ks.by_n[1] = MakeUKernel<Ymm512Traits, 8, 8, 16>();
+  ks.by_n[2] = MakeUKernel<Avx512Traits, 16, 8, 16>();
+  ks.by_n[3] = MakeUKernel<Avx512Traits, 32, 8, 8>();
   ks.lane_fraction[0] = 0.25;  // xmm
   ks.lane_fraction[1] = 0.5;   // ymm
   return ks;

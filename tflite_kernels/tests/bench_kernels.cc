@@ -1,7 +1,8 @@
 // Micro-benchmark (not a test): effective GFLOP/s on kept MACs of the sparse
 // conv for ResNet-50-like layer shapes. Usage: bench_kernels [isa] [sparsity] [threads] [n]
 // `bench_kernels ukernel [isa] [n]`: the bare micro-kernel on L1-resident data,
-// GFLOP/s and ns per call by kept channels per row (the inner loop's ceiling).
+// GFLOP/s and ns per call by kept channels per row (the inner loop's ceiling),
+// for the pointer kernel and, where the path has one, the strided kernel.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -30,7 +31,8 @@ static int BenchMicroKernel(const std::string& isa, int n) {
     for (int i = 0; i < k * n; ++i) w[i] = 1e-3f * float(i % 97);
     auto bias = tsp::AlignedAlloc<float>(size_t(n));
     for (int i = 0; i < n; ++i) bias[i] = 0.0f;
-    std::vector<float> in(size_t(P) * cin, 1.0f), out(size_t(P) * n * 4);
+    const int PS = std::max(P, uk->ps);
+    std::vector<float> in(size_t(PS) * cin, 1.0f), out(size_t(PS) * n * 4);
     std::vector<const float*> ptrs(P);
     for (int p = 0; p < P; ++p) ptrs[p] = in.data() + size_t(p) * cin;
     const long calls = 20000000L / k;
@@ -43,8 +45,24 @@ static int BenchMicroKernel(const std::string& isa, int n) {
       }
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::printf("k=%4d kept channels: %6.1f GFLOP/s, %6.1f ns/call\n", k,
+    std::printf("k=%4d kept channels: %6.1f GFLOP/s, %6.1f ns/call", k,
                 calls * 2.0 * P * n * k / best * 1e-9, best / calls * 1e9);
+    if (uk->strided != nullptr) {
+      const int32_t row_ptr[2] = {0, k};
+      double sbest = 1e30;
+      const long scalls = calls * P / uk->ps;
+      for (int rep = 0; rep < 5; ++rep) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (long i = 0; i < scalls; ++i) {
+          uk->strided(0, 1, row_ptr, idx.data(), 1, w.get(), 1, in.data(), cin, bias.get(),
+                      out.data(), n * 4, -3.4e38f, 3.4e38f, nullptr);
+        }
+        sbest = std::min(sbest, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::printf("   strided %d pixels: %6.1f GFLOP/s", uk->ps,
+                  scalls * 2.0 * uk->ps * n * k / sbest * 1e-9);
+    }
+    std::printf("\n");
   }
   return 0;
 }

@@ -174,6 +174,17 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   }
 }
 
+void TestStridedTileFitsL1() {
+  // 64 B lines, 64 sets: 16 rows 4 KiB or 8 KiB apart share one set; 2 KiB
+  // apart they alternate between two sets (8 each); odd strides spread out.
+  CHECK(!tsp::StridedTileFitsL1(4096, 16), "C_in 1024 at 16 pixels must not fit");
+  CHECK(!tsp::StridedTileFitsL1(8192, 16), "C_in 2048 at 16 pixels must not fit");
+  CHECK(tsp::StridedTileFitsL1(4096, 8), "8 pixels fit any stride");
+  CHECK(tsp::StridedTileFitsL1(2048, 16), "C_in 512 at 16 pixels fits");
+  CHECK(tsp::StridedTileFitsL1(256, 16), "C_in 64 at 16 pixels fits");
+  CHECK(tsp::StridedTileFitsL1(6144, 16), "C_in 1536 at 16 pixels fits");
+}
+
 void TestCostModel() {
   // The layers it was fitted on (1x16): MobileNetV2's 1x1 16->96 and 32->16 at
   // 0.5 ran 1.9x / 2.3x XNNPACK's time (declined); its 24->144 at 0.5 and
@@ -290,6 +301,7 @@ int main(int argc, char** argv) {
   TestThreadPool();
   TestChooseBlockSize(rng);
   TestCostModel();
+  TestStridedTileFitsL1();
 
   // Fixed configurations covering the list.
   std::vector<Config> configs = {
@@ -304,6 +316,16 @@ int main(int argc, char** argv) {
       // Large weights: row blocks of one row, 16-tile chunks, interior tiles.
       {1, 10, 12, 256, 64, 3, 3, 1, 1, 16, true, true, 0, 0.2},
       {2, 9, 9, 128, 64, 3, 3, 1, 1, 8, false, true, 1, 0.5},
+      // Strided tiles: 1x1 stride 1 with a tail (35 pixels = 2 x 16 + 3); rows
+      // wide enough for 16-pixel interior tiles (3x3, dilation 2); 1x1
+      // stride 2 (pixel stride 2 C_in); fewer pixels than one tile; C_in 1024
+      // (pixel stride 4 KiB: pointer tiles instead).
+      {1, 5, 7, 24, 32, 1, 1, 1, 1, 32, true, true, 1, 0.5},
+      {1, 4, 40, 24, 32, 3, 3, 1, 1, 16, true, true, 1, 0.6},
+      {2, 6, 45, 20, 16, 3, 3, 1, 2, 4, true, false, 0, 0.5},
+      {1, 6, 40, 24, 16, 1, 1, 2, 1, 8, true, true, 2, 0.5},
+      {1, 2, 5, 24, 16, 1, 1, 1, 1, 16, true, true, 0, 0.5},
+      {1, 3, 7, 1024, 16, 1, 1, 1, 1, 16, true, true, 0, 0.7},
   };
   // Random configurations.
   std::uniform_int_distribution<int> pick(0, 1 << 30);
