@@ -43,7 +43,8 @@ bool SpinFor(Done done) {
 }
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads < 1 ? 1 : num_threads) {
+ThreadPool::ThreadPool(int num_threads)
+    : num_threads_(num_threads < 1 ? 1 : num_threads), blocks_(new Block[num_threads_]) {
   workers_.reserve(num_threads_ - 1);
   for (int t = 1; t < num_threads_; ++t) {
     workers_.emplace_back([this, t] { WorkerLoop(t); });
@@ -62,10 +63,16 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::Drain(int thread) {
-  for (;;) {
-    int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
-    if (t >= num_tasks_) break;
-    fn_(ctx_, t, thread);
+  // Own block first: consecutive jobs (layers) give a thread the same share of
+  // pixels, so a 1x1 layer's input is mostly in that core's own caches; then
+  // the other blocks' leftovers.
+  for (int i = 0; i < num_threads_; ++i) {
+    Block& b = blocks_[(thread + i) % num_threads_];
+    for (;;) {
+      const int64_t t = b.next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= b.end) break;
+      fn_(ctx_, t, thread);
+    }
   }
 }
 
@@ -97,8 +104,10 @@ void ThreadPool::ParallelFor(int64_t num_tasks, TaskFn fn, void* ctx) {
     std::lock_guard<std::mutex> lock(mu_);
     fn_ = fn;
     ctx_ = ctx;
-    num_tasks_ = num_tasks;
-    next_.store(0, std::memory_order_relaxed);
+    for (int i = 0; i < num_threads_; ++i) {
+      blocks_[i].next.store(num_tasks * i / num_threads_, std::memory_order_relaxed);
+      blocks_[i].end = num_tasks * (i + 1) / num_threads_;
+    }
     active_.store(num_threads_ - 1, std::memory_order_relaxed);
     ++generation_;
     published_.store(generation_, std::memory_order_release);

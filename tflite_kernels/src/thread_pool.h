@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -24,9 +25,10 @@ class ThreadPool {
 
   int size() const { return num_threads_; }
 
-  // Runs fn(ctx, t, thread) for every t in [0, num_tasks), distributing tasks
-  // dynamically; the caller works too and returns when all tasks are done.
-  // Allocates nothing.
+  // Runs fn(ctx, t, thread) for every t in [0, num_tasks); the caller works
+  // too and returns when all tasks are done. Thread i first runs the i-th of
+  // size() contiguous blocks of tasks, in order, then helps with the others'
+  // (a task is claimed exactly once). Allocates nothing.
   void ParallelFor(int64_t num_tasks, TaskFn fn, void* ctx);
 
  private:
@@ -44,8 +46,13 @@ class ThreadPool {
   // Current job.
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;
-  int64_t num_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
+  // One block of the current job's tasks per thread, each on its own cache line:
+  // the next unclaimed task and the block's end.
+  struct alignas(64) Block {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
+  std::unique_ptr<Block[]> blocks_;
   std::atomic<uint64_t> published_{0};
 };
 
