@@ -103,41 +103,46 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
   StoreTile<VT, V, P>(acc, out, out_stride, lo, hi, res);
 }
 
-// One pixel: the k loop is split over two accumulator sets to halve the FMA
-// dependency chain (matters for FULLY_CONNECTED at batch 1).
+// One pixel (tails, FULLY_CONNECTED at batch 1): the k loop is split over
+// up to four accumulator sets so that many FMA chains are in flight (a tail
+// pixel cost ~3.4x a tiled one with two sets).
 template <class VT, int V>
 static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps,
                              const float* const* in, const float* bias, float* out,
                              int64_t /*out_stride*/, float lo, float hi, const float* res) {
   constexpr int W = VT::kWidth;
   constexpr int N = V * W;
-  typename VT::reg a0[V], a1[V];
+  // Accumulator sets: 4, fewer where V vectors per set would crowd the
+  // registers (AVX2 N=32: V=4; NEON N=32: V=8).
+  constexpr int S = V >= 8 ? 1 : (V >= 4 ? 2 : 4);
+  typename VT::reg a[S][V];
   TSP_UNROLL for (int v = 0; v < V; ++v) {
-    a0[v] = VT::load(bias + v * W);
-    a1[v] = VT::zero();
+    a[0][v] = VT::load(bias + v * W);
+    TSP_UNROLL for (int s = 1; s < S; ++s) a[s][v] = VT::zero();
   }
   for (int t = 0; t < taps; ++t) {
     const float* ip = in[t];
     int j = 0;
-    for (; j + 2 <= k; j += 2) {
-      typename VT::reg x0 = VT::bcast(ip + idx[j]);
-      typename VT::reg x1 = VT::bcast(ip + idx[j + 1]);
-      TSP_UNROLL for (int v = 0; v < V; ++v) {
-        a0[v] = VT::fma(x0, VT::load(w + v * W), a0[v]);
-        a1[v] = VT::fma(x1, VT::load(w + N + v * W), a1[v]);
+    for (; j + S <= k; j += S) {
+      TSP_UNROLL for (int s = 0; s < S; ++s) {
+        const typename VT::reg x = VT::bcast(ip + idx[j + s]);
+        TSP_UNROLL for (int v = 0; v < V; ++v) {
+          a[s][v] = VT::fma(x, VT::load(w + s * N + v * W), a[s][v]);
+        }
       }
-      w += 2 * N;
+      w += S * N;
     }
-    if (j < k) {
-      typename VT::reg x0 = VT::bcast(ip + idx[j]);
-      TSP_UNROLL for (int v = 0; v < V; ++v) a0[v] = VT::fma(x0, VT::load(w + v * W), a0[v]);
+    for (; j < k; ++j) {
+      const typename VT::reg x = VT::bcast(ip + idx[j]);
+      TSP_UNROLL for (int v = 0; v < V; ++v) a[0][v] = VT::fma(x, VT::load(w + v * W), a[0][v]);
       w += N;
     }
   }
   const typename VT::reg vlo = VT::splat(lo);
   const typename VT::reg vhi = VT::splat(hi);
   TSP_UNROLL for (int v = 0; v < V; ++v) {
-    typename VT::reg s = VT::add(a0[v], a1[v]);
+    typename VT::reg s = a[0][v];
+    TSP_UNROLL for (int i = 1; i < S; ++i) s = VT::add(s, a[i][v]);
     if (res != nullptr) s = VT::add(s, VT::loadu(res + v * W));
     VT::store(out + v * W, VT::min(VT::max(s, vlo), vhi));
   }
