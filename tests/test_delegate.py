@@ -549,6 +549,20 @@ def test_profile_names_the_add_each_conv_runs_in_its_epilogue(residual_flat):
     assert all(adds[add] == conv for add, conv in fused.items())
 
 
+def test_partition_tensors_reuse_memory_and_adds_write_over_their_residual(residual_flat):
+    from tf_sparse_prune.export.bench_cli import profile_delegate
+
+    prof = profile_delegate(residual_flat, runs=2)
+    assert prof.partitions
+    arena = sum(p.arena_bytes for p in prof.partitions)
+    tensors = sum(p.tensor_bytes for p in prof.partitions)
+    # 10x9 pixels, 32 then 64 channels: the chain of block outputs needs a few
+    # buffers at a time, not one per tensor
+    assert 0 < arena < tensors
+    # res_a's ADD: its residual (the stem's output) is read by nothing later
+    assert sum(p.in_place_adds for p in prof.partitions) >= 1
+
+
 def test_interleaved_times_rotate_who_goes_first():
     from tf_sparse_prune.export.bench_cli import interleaved_times
 

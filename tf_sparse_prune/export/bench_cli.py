@@ -116,12 +116,20 @@ class PartitionProfile:
         nodes: Claimed nodes in it (convolutions and fused ADDs).
         calls: Timed invocations (all but the first).
         ms: Mean milliseconds per invocation.
+        arena_bytes: Memory of the tensors internal to the partition, which the
+            delegate keeps in its own arena, reusing it between tensors whose
+            lifetimes do not overlap.
+        tensor_bytes: Those tensors' total size (the memory without reuse).
+        in_place_adds: Residual ADDs that write their result over the residual.
     """
 
     first_node: int
     nodes: int
     calls: int
     ms: float
+    arena_bytes: int = 0
+    tensor_bytes: int = 0
+    in_place_adds: int = 0
 
 
 @dataclass
@@ -402,6 +410,9 @@ def profile_delegate(
             nodes=int(e["nodes"]),
             calls=int(e["calls"]),
             ms=float(e["ms_per_call"]),
+            arena_bytes=int(e.get("arena_bytes", 0)),
+            tensor_bytes=int(e.get("tensor_bytes", 0)),
+            in_place_adds=int(e.get("in_place_adds", 0)),
         )
         for e in data.get("partitions", [])
     ]
@@ -423,6 +434,13 @@ def _print_profile(prof: DelegateProfile) -> None:
         f"delegate profile, {prof.threads} thread(s): invoke {prof.invoke_ms:.3f} ms = "
         f"{len(prof.partitions)} delegate partition(s) {prof.delegate_ms:.3f} ms + the rest "
         f"(TFLite/XNNPACK) {prof.rest_ms:.3f} ms; {total:.3f} ms in {len(prof.nodes)} nodes"
+    )
+    arena = sum(p.arena_bytes for p in prof.partitions)
+    tensors = sum(p.tensor_bytes for p in prof.partitions)
+    in_place = sum(p.in_place_adds for p in prof.partitions)
+    print(
+        f"partition tensors: {arena / 2**20:.1f} MiB in the delegate's arenas "
+        f"({tensors / 2**20:.1f} MiB without reuse), {in_place} ADD(s) in place"
     )
     print(
         f"{'node':>5} {'op':<15} {'kernel':<7} {'cin->cout':>11} {'1xN':>4} "

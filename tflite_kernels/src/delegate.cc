@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "sparse_conv.h"
+#include "arena_plan.h"
 #include "thread_pool.h"
 #include "tsp_tflite/tflite_abi.h"
 
@@ -110,7 +111,22 @@ struct DelegateData {
 struct Partition {
   DelegateData* data = nullptr;
   std::vector<std::unique_ptr<OpInfo>> ops;
-  std::vector<int> internal_tensors;  // produced and consumed inside
+  // Tensors produced inside and not visible outside: they live in `arena`
+  // (planned at kernel prepare), not in TFLite's.
+  std::vector<int> internal_tensors;
+  std::map<int, int> internal_index;   // tensor -> index in internal_tensors
+  std::vector<ArenaRequest> requests;  // per internal tensor (bytes set at prepare)
+  std::vector<float*> internal_data;   // per internal tensor, into `arena`
+  AlignedPtr<uint8_t> arena;
+  int64_t arena_bytes = 0;   // allocated
+  int64_t planned_bytes = 0;  // the current plan's (<= arena_bytes)
+  int64_t tensor_bytes = 0;   // the internal tensors' sum: the memory without reuse
+  int in_place_adds = 0;      // ADDs writing over their residual
+  // The data of tensor t: in the arena if internal, else TFLite's.
+  float* Data(TfLiteContext* ctx, int t) const {
+    auto it = internal_index.find(t);
+    return it != internal_index.end() ? internal_data[it->second] : ctx->tensors[t].data.f;
+  }
   std::vector<ConvScratch> scratch;   // one per pool thread
   // DelegateData::timed(): wall time of its invocations (the first excluded).
   double seconds = 0.0;
@@ -455,10 +471,51 @@ void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
     }
   }
   // Tensors produced by an op of the partition and not visible outside it
-  // (a fused convolution's output is never written).
+  // (a fused convolution's output is never written), with their lifetimes in
+  // run order: a fused convolution runs, and reads its input, at its ADD.
   for (const auto& op : part->ops) {
     if (!visible(op->output) && op->fused_into == nullptr) {
+      part->internal_index[op->output] = int(part->internal_tensors.size());
       part->internal_tensors.push_back(op->output);
+    }
+  }
+  part->requests.resize(part->internal_tensors.size());
+  std::vector<std::vector<int>> reads(part->ops.size());
+  for (size_t pos = 0; pos < part->ops.size(); ++pos) {
+    const OpInfo* op = part->ops[pos].get();
+    if (op->fused_into != nullptr) continue;
+    if (op->builtin == kTfLiteBuiltinAdd) {
+      reads[pos] = {op->fused_conv ? op->fused_conv->input : op->input, op->other};
+    } else {
+      reads[pos] = {op->input};
+    }
+    auto w = part->internal_index.find(op->output);
+    if (w != part->internal_index.end()) {
+      part->requests[w->second].first = part->requests[w->second].last = int(pos);
+    }
+  }
+  for (size_t pos = 0; pos < part->ops.size(); ++pos) {
+    for (int t : reads[pos]) {
+      auto r = part->internal_index.find(t);
+      if (r != part->internal_index.end()) {
+        part->requests[r->second].last = std::max(part->requests[r->second].last, int(pos));
+      }
+    }
+  }
+  // An ADD writes over its residual when the residual is internal and read by
+  // nothing later (one stream through memory instead of two; ResNet-50's
+  // 56x56 64->256 convolution with its ADD: 0.21 -> 0.13 ms at 0.9).
+  for (size_t pos = 0; pos < part->ops.size(); ++pos) {
+    const OpInfo* op = part->ops[pos].get();
+    if (op->builtin != kTfLiteBuiltinAdd || op->fused_into != nullptr) continue;
+    auto o = part->internal_index.find(op->output);
+    auto r = part->internal_index.find(op->other);
+    if (o == part->internal_index.end() || r == part->internal_index.end()) continue;
+    const int conv_input = op->fused_conv ? op->fused_conv->input : op->input;
+    if (conv_input == op->other || part->requests[r->second].last != int(pos)) continue;
+    if (r->second < o->second) {
+      part->requests[o->second].alias_of = r->second;
+      ++part->in_place_adds;
     }
   }
   const int threads = d->pool ? d->pool->size() : 1;
@@ -495,12 +552,15 @@ void WriteProfile(Partition* part) {
     d->profile_nodes.push_back(buf);
   }
   {
-    char buf[256];
+    char buf[320];
     std::snprintf(buf, sizeof(buf),
-                  "{\"first_node\": %d, \"nodes\": %d, \"calls\": %lld, \"ms_per_call\": %.6f}",
+                  "{\"first_node\": %d, \"nodes\": %d, \"calls\": %lld, \"ms_per_call\": %.6f, "
+                  "\"arena_bytes\": %lld, \"tensor_bytes\": %lld, \"in_place_adds\": %d}",
                   part->ops.empty() ? -1 : part->ops.front()->node_index, int(part->ops.size()),
                   static_cast<long long>(part->calls),
-                  part->calls ? part->seconds / double(part->calls) * 1e3 : 0.0);
+                  part->calls ? part->seconds / double(part->calls) * 1e3 : 0.0,
+                  static_cast<long long>(part->planned_bytes),
+                  static_cast<long long>(part->tensor_bytes), part->in_place_adds);
     d->profile_partitions.push_back(buf);
   }
   std::string json = "{\"version\": \"";
@@ -638,16 +698,25 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
     }
     if (ResizeIfNeeded(ctx, op->output, out_shape) != kTfLiteOk) return kTfLiteError;
   }
-  // Tensors internal to the partition are allocated by the arena as this
-  // node's temporaries (the runtime frees the array with free()).
-  auto* temps = static_cast<TfLiteIntArray*>(
-      std::malloc(sizeof(int) * (part->internal_tensors.size() + 1)));
-  temps->size = int(part->internal_tensors.size());
+  // Tensors internal to the partition live in its own arena, planned for
+  // reuse now that their shapes are known.
+  part->tensor_bytes = 0;
   for (size_t i = 0; i < part->internal_tensors.size(); ++i) {
-    temps->data[i] = part->internal_tensors[i];
+    const TfLiteTensor* t = &ctx->tensors[part->internal_tensors[i]];
+    if (t->dims == nullptr) return kTfLiteError;
+    part->requests[i].bytes = NumElements(t->dims) * int64_t(sizeof(float));
+    part->tensor_bytes += part->requests[i].bytes;
   }
-  if (node->temporaries != nullptr) std::free(node->temporaries);
-  node->temporaries = temps;
+  const ArenaPlan plan = PlanArena(part->requests);
+  part->planned_bytes = plan.size;
+  if (plan.size > part->arena_bytes) {
+    part->arena = AlignedAlloc<uint8_t>(size_t(plan.size));
+    part->arena_bytes = plan.size;
+  }
+  part->internal_data.resize(part->internal_tensors.size());
+  for (size_t i = 0; i < part->internal_tensors.size(); ++i) {
+    part->internal_data[i] = reinterpret_cast<float*>(part->arena.get() + plan.offset[i]);
+  }
   return kTfLiteOk;
 }
 
@@ -673,9 +742,9 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     OpInfo* conv = op.get();
     const float* residual = nullptr;
     if (op->builtin == kTfLiteBuiltinAdd) {
-      const float* a = ctx->tensors[op->input].data.f;
-      const float* b = ctx->tensors[op->other].data.f;
-      float* out = ctx->tensors[op->output].data.f;
+      const float* a = part->Data(ctx, op->input);
+      const float* b = part->Data(ctx, op->other);
+      float* out = part->Data(ctx, op->output);
       if (b == nullptr || out == nullptr || (op->fused_conv == nullptr && a == nullptr)) {
         ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
         return kTfLiteError;
@@ -688,8 +757,8 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
       conv = op->fused_conv;
       residual = b;
     }
-    const float* in = ctx->tensors[conv->input].data.f;
-    float* out = ctx->tensors[op->output].data.f;
+    const float* in = part->Data(ctx, conv->input);
+    float* out = part->Data(ctx, op->output);
     if (in == nullptr || out == nullptr) {
       ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
       return kTfLiteError;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "arena_plan.h"
 #include "sparse_conv.h"
 #include "thread_pool.h"
 
@@ -174,6 +175,68 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   }
 }
 
+void TestPlanArena(std::mt19937& rng) {
+  // A chain a -> b -> c -> d (each read only by the next) needs two buffers.
+  {
+    std::vector<tsp::ArenaRequest> r(4);
+    for (int i = 0; i < 4; ++i) r[i] = {1000, i, i + 1, -1};
+    tsp::ArenaPlan p = tsp::PlanArena(r);
+    CHECK(p.size == 2 * 1024, "chain: arena of %lld bytes, want 2048", (long long)p.size);
+    CHECK(p.offset[0] != p.offset[1] && p.offset[0] == p.offset[2], "chain: reuse");
+  }
+  // In place: the alias shares its residual's buffer.
+  {
+    std::vector<tsp::ArenaRequest> r = {{512, 0, 2, -1}, {256, 1, 2, -1}, {512, 2, 3, 0}};
+    tsp::ArenaPlan p = tsp::PlanArena(r);
+    CHECK(p.offset[2] == p.offset[0], "alias: offsets %lld vs %lld", (long long)p.offset[2],
+          (long long)p.offset[0]);
+    CHECK(p.offset[1] != p.offset[0], "alias: live buffers overlap");
+  }
+  // Random: buffers alive at the same time never overlap, offsets aligned.
+  std::uniform_int_distribution<int> pick(0, 1 << 30);
+  for (int rep = 0; rep < 200; ++rep) {
+    const int n = 1 + pick(rng) % 30;
+    std::vector<tsp::ArenaRequest> r(n);
+    for (int i = 0; i < n; ++i) {
+      r[i].bytes = 1 + pick(rng) % 5000;
+      r[i].first = i;
+      r[i].last = i + pick(rng) % 6;
+      // Take over an earlier buffer whose last reader is this op.
+      if (i > 0 && pick(rng) % 4 == 0) {
+        const int j = pick(rng) % i;
+        if (r[j].alias_of < 0) {
+          r[j].last = i;
+          r[i].bytes = r[j].bytes;
+          r[i].alias_of = j;
+        }
+      }
+    }
+    tsp::ArenaPlan p = tsp::PlanArena(r);
+    int64_t total = 0;
+    for (int i = 0; i < n; ++i) {
+      total += r[i].bytes;
+      CHECK(p.offset[i] % 64 == 0 && p.offset[i] + r[i].bytes <= p.size, "offset in the arena");
+    }
+    for (int i = 0; i < n; ++i) {
+      for (int j = i + 1; j < n; ++j) {
+        // Members of one alias chain share memory by design.
+        int ri = i, rj = j;
+        while (r[ri].alias_of >= 0) ri = r[ri].alias_of;
+        while (r[rj].alias_of >= 0) rj = r[rj].alias_of;
+        if (ri == rj) {
+          CHECK(p.offset[i] == p.offset[j], "alias chain with two offsets");
+          continue;
+        }
+        const bool alive = r[i].first <= r[j].last && r[j].first <= r[i].last;
+        const bool overlap =
+            p.offset[i] < p.offset[j] + r[j].bytes && p.offset[j] < p.offset[i] + r[i].bytes;
+        CHECK(!(alive && overlap), "requests %d and %d alive together share memory", i, j);
+      }
+    }
+    CHECK(p.size <= total + 64 * n, "arena larger than no reuse");
+  }
+}
+
 void TestStridedTileFitsL1() {
   // 64 B lines, 64 sets: 16 rows 4 KiB or 8 KiB apart share one set; 2 KiB
   // apart they alternate between two sets (8 each); odd strides spread out.
@@ -302,6 +365,7 @@ int main(int argc, char** argv) {
   TestChooseBlockSize(rng);
   TestCostModel();
   TestStridedTileFitsL1();
+  TestPlanArena(rng);
 
   // Fixed configurations covering the list.
   std::vector<Config> configs = {
