@@ -67,15 +67,28 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
   // 1x16 at 0.9, where 64-channel 1x1 rows keep ~6: 2-3% end to end, A/B).
   constexpr bool kSplit = (V == 1) && VT::kSplitK && P <= 8;
   constexpr int kSplitMinK = 16;
-  for (int t = 0; t < taps; ++t) {
-    const float* ip[P];
-    TSP_UNROLL for (int p = 0; p < P; ++p) ip[p] = in[t * P + p];
-    int j = 0;
-    if (kSplit && k >= kSplitMinK) {
-      // The second set lives only in this block, so short rows neither zero
-      // nor add it.
-      typename VT::reg acc2[P];
-      TSP_UNROLL for (int p = 0; p < P; ++p) acc2[p] = VT::zero();
+  // Entries [j, k) of one tap into acc, one at a time.
+  auto single = [&](int j, const float* const* ip) {
+    for (; j < k; ++j) {
+      const int32_t c = idx[j];
+      typename VT::reg wv[V];
+      TSP_UNROLL for (int v = 0; v < V; ++v) wv[v] = VT::load(w + v * W);
+      w += N;
+      TSP_UNROLL for (int p = 0; p < P; ++p) {
+        typename VT::reg x = VT::bcast(ip[p] + c);
+        TSP_UNROLL for (int v = 0; v < V; ++v) acc[p][v] = VT::fma(x, wv[v], acc[p][v]);
+      }
+    }
+  };
+  if (kSplit && k >= kSplitMinK) {
+    // The second set spans every tap: zeroed and added once per row, not once
+    // per tap (the pointer path of a 3x3 tile has 9 taps of ~k / 9 entries).
+    typename VT::reg acc2[P];
+    TSP_UNROLL for (int p = 0; p < P; ++p) acc2[p] = VT::zero();
+    for (int t = 0; t < taps; ++t) {
+      const float* ip[P];
+      TSP_UNROLL for (int p = 0; p < P; ++p) ip[p] = in[t * P + p];
+      int j = 0;
       for (; j + 2 <= k; j += 2) {
         const int32_t c0 = idx[j];
         const int32_t c1 = idx[j + 1];
@@ -87,17 +100,14 @@ __attribute__((always_inline)) static inline void SparseRowKernel(int k, const i
           acc2[p] = VT::fma(VT::bcast(ip[p] + c1), w1, acc2[p]);
         }
       }
-      TSP_UNROLL for (int p = 0; p < P; ++p) acc[p][0] = VT::add(acc[p][0], acc2[p]);
+      single(j, ip);
     }
-    for (; j < k; ++j) {
-      const int32_t c = idx[j];
-      typename VT::reg wv[V];
-      TSP_UNROLL for (int v = 0; v < V; ++v) wv[v] = VT::load(w + v * W);
-      w += N;
-      TSP_UNROLL for (int p = 0; p < P; ++p) {
-        typename VT::reg x = VT::bcast(ip[p] + c);
-        TSP_UNROLL for (int v = 0; v < V; ++v) acc[p][v] = VT::fma(x, wv[v], acc[p][v]);
-      }
+    TSP_UNROLL for (int p = 0; p < P; ++p) acc[p][0] = VT::add(acc[p][0], acc2[p]);
+  } else {
+    for (int t = 0; t < taps; ++t) {
+      const float* ip[P];
+      TSP_UNROLL for (int p = 0; p < P; ++p) ip[p] = in[t * P + p];
+      single(0, ip);
     }
   }
   StoreTile<VT, V, P>(acc, out, out_stride, lo, hi, res);
