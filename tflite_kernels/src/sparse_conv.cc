@@ -288,7 +288,8 @@ const float* InteriorBase(const ConvGeometry& g, const float* input, int64_t m0,
 // into sub-tiles of P pixels run through pointers: interior sub-tiles keep
 // only their P pixel pointers and run every tap through the plan's offsets,
 // the others get a full indirection buffer with the zero row for padding.
-void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, const float** ptrs) {
+void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, bool with_tail,
+              const float** ptrs) {
   const ConvGeometry& g = *job.g;
   const PackedFilter& pf = *job.pf;
   const UKernel& uk = *job.uk;
@@ -326,6 +327,23 @@ void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, const 
       }
     }
   }
+  // The pixels after the last full tile (last chunk only): sub-tiles of P
+  // through the indirection, then single pixels, run in every row block like
+  // the tiles, while the block's weights are in cache (a pass of their own
+  // re-read all the weights: 7x7 layers have a 1-pixel tail).
+  const float** tail_ptrs = ptrs + (t1 - t0) * sub * taps * P;
+  const int64_t tail0 = job.tiles * TP;
+  const int64_t end = with_tail ? g.pixels() : tail0;
+  const int tail_tiles = int((end - tail0) / P);
+  const int64_t singles0 = tail0 + int64_t(tail_tiles) * P;
+  for (int i = 0; i < tail_tiles; ++i) {
+    BuildIndirection(g, job.input, job.zeros, tail0 + int64_t(i) * P, P, P,
+                     tail_ptrs + i * taps * P);
+  }
+  const float** single_ptrs = tail_ptrs + tail_tiles * taps * P;
+  for (int64_t m = singles0; m < end; ++m) {
+    BuildIndirection(g, job.input, job.zeros, m, 1, 1, single_ptrs + (m - singles0) * taps);
+  }
   // Rows in blocks whose packed weights stay cache-resident while every tile
   // of the chunk uses them.
   const int kmul = taps > 1 ? taps : 1;
@@ -354,50 +372,35 @@ void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, const 
         }
       }
     }
+    for (int i = 0; i < tail_tiles; ++i) {
+      const int64_t m = tail0 + int64_t(i) * P;
+      uk.rows(rb0, rb1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps,
+              tail_ptrs + i * taps * P, pf.bias.get(), job.output + m * cout, cout, g.act_min,
+              g.act_max, job.residual ? job.residual + m * cout : nullptr);
+    }
+    for (int64_t m = singles0; m < end; ++m) {
+      float* out = job.output + m * cout;
+      const float* res = job.residual ? job.residual + m * cout : nullptr;
+      const float* const* sp = single_ptrs + (m - singles0) * taps;
+      for (int r = rb0; r < rb1; ++r) {
+        const int k0 = pf.row_ptr[r];
+        uk.run1(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * pf.n,
+                taps, sp, pf.bias.get() + size_t(r) * pf.n, out + size_t(r) * pf.n, cout,
+                g.act_min, g.act_max, res ? res + size_t(r) * pf.n : nullptr);
+      }
+    }
   }
 }
 
 void RunTask(void* ctx, int64_t task, int thread) {
   const ConvJob& job = *static_cast<const ConvJob*>(ctx);
-  const ConvGeometry& g = *job.g;
-  const PackedFilter& pf = *job.pf;
-  const UKernel& uk = *job.uk;
-  const int P = uk.p;
-  const int taps = pf.taps;
-  const int n = pf.n;
   const int64_t chunk = task / job.row_groups;
   const int rg = int(task - chunk * job.row_groups);
   const int r0 = rg * job.rows_per_group;
-  const int r1 = std::min(pf.rows, r0 + job.rows_per_group);
-  const float** ptrs = job.scratch[thread].ptrs.get();
-  const int64_t cout = g.cout;
+  const int r1 = std::min(job.pf->rows, r0 + job.rows_per_group);
   const int64_t t0 = chunk * job.tiles_per_chunk;
   const int64_t t1 = std::min(job.tiles, t0 + job.tiles_per_chunk);
-  const int TP = job.tile_px;
-  RunTiles(job, t0, t1, r0, r1, ptrs);
-  if (chunk == job.chunks - 1) {
-    // Pixels after the full tiles: tiles of P through the indirection, then
-    // one pixel at a time.
-    int64_t m = job.tiles * TP;
-    const int64_t end = g.pixels();
-    for (; m + P <= end; m += P) {
-      BuildIndirection(g, job.input, job.zeros, m, P, P, ptrs);
-      uk.rows(r0, r1, pf.row_ptr.data(), pf.idx.get(), 1, pf.w.get(), taps, taps, ptrs,
-              pf.bias.get(), job.output + m * cout, cout, g.act_min, g.act_max,
-              job.residual ? job.residual + m * cout : nullptr);
-    }
-    for (; m < end; ++m) {
-      BuildIndirection(g, job.input, job.zeros, m, 1, 1, ptrs);
-      float* out = job.output + m * cout;
-      const float* res = job.residual ? job.residual + m * cout : nullptr;
-      for (int r = r0; r < r1; ++r) {
-        const int k0 = pf.row_ptr[r];
-        uk.run1(pf.row_ptr[r + 1] - k0, pf.idx.get() + k0, pf.w.get() + size_t(k0) * taps * n,
-                taps, ptrs, pf.bias.get() + size_t(r) * n, out + size_t(r) * n, cout,
-                g.act_min, g.act_max, res ? res + size_t(r) * n : nullptr);
-      }
-    }
-  }
+  RunTiles(job, t0, t1, r0, r1, chunk == job.chunks - 1, job.scratch[thread].ptrs.get());
 }
 
 }  // namespace

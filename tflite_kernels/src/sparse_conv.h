@@ -172,7 +172,10 @@ class ThreadPool;
 // Most output tiles one task handles; scratch holds their indirection.
 constexpr int kConvMaxTilesPerChunk = 16;
 // Pointers a ConvScratch must hold for a filter with `taps` taps.
-inline size_t ConvScratchSize(int taps) { return size_t(taps) * 16 * kConvMaxTilesPerChunk; }
+// (a chunk's tiles, then the tail's pixels: fewer than one tile).
+inline size_t ConvScratchSize(int taps) {
+  return size_t(taps) * 16 * (kConvMaxTilesPerChunk + 1);
+}
 
 // Per-thread scratch: the indirection buffers of one task's tiles.
 struct ConvScratch {
