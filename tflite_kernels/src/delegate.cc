@@ -735,6 +735,19 @@ TfLiteStatus KernelInvoke(TfLiteContext* ctx, TfLiteNode* node) {
   return status;
 }
 
+// The packed weights of the convolution that runs after `conv` in this
+// partition (prefetched while `conv` runs), or null.
+const PackedFilter* NextConv(const Partition* part, const OpInfo* conv) {
+  bool after = false;
+  for (const auto& op : part->ops) {
+    const OpInfo* c = op->builtin == kTfLiteBuiltinAdd ? op->fused_conv : op.get();
+    if (op->fused_into != nullptr || c == nullptr) continue;
+    if (after) return &c->pf;
+    if (c == conv) after = true;
+  }
+  return nullptr;
+}
+
 TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
   DelegateData* d = part->data;
   for (auto& op : part->ops) {
@@ -766,7 +779,7 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     if (d->timed()) {
       const auto t0 = std::chrono::steady_clock::now();
       RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
-                    part->scratch.data(), d->pool.get(), &conv->plan, residual);
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual, NextConv(part, conv));
       if (conv->warm) {  // the first invoke (cold caches) is not counted
         conv->seconds +=
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -775,7 +788,7 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
       conv->warm = true;
     } else {
       RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
-                    part->scratch.data(), d->pool.get(), &conv->plan, residual);
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual, NextConv(part, conv));
     }
   }
   return kTfLiteOk;

@@ -204,12 +204,13 @@ bool StridedTileFitsL1(int64_t stride_bytes, int pixels);
 // `zeros` holds geom.cin zero floats. `plan` (may be null: every tile then
 // goes through the per-tap indirection) must come from PrepareConvPlan for
 // this geometry. `residual` (may be null) has the output's shape and is added
-// before the activation clamp: a residual ADD fused into the convolution. No
-// allocation happens here.
+// before the activation clamp: a residual ADD fused into the convolution.
+// `next` (may be null): the filter of the convolution that runs next, whose
+// packed weights the tasks prefetch. No allocation happens here.
 void RunSparseConv(const ConvGeometry& g, const PackedFilter& pf, const KernelSet& ks,
                    const float* input, float* output, const float* zeros,
                    ConvScratch* scratch, ThreadPool* pool, const ConvPlan* plan = nullptr,
-                   const float* residual = nullptr);
+                   const float* residual = nullptr, const PackedFilter* next = nullptr);
 
 // Dense reference (naive loops, double accumulation) over the OHWI filter,
 // plus `residual` (may be null) before the clamp.

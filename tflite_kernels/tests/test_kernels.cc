@@ -152,8 +152,9 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
       std::vector<float> out(ref.size(), std::nanf(""));
       tsp::ConvGeometry gv = g;
       gv.min_parallel_macs = 0.0;  // exercise the pool even on small layers
+      // Variant 4 also prefetches a "next" filter (a hint: values unchanged).
       tsp::RunSparseConv(gv, pf, *ks, input.data(), out.data(), zeros.data(), scratch.data(), pool,
-                         pl, with_res ? residual.data() : nullptr);
+                         pl, with_res ? residual.data() : nullptr, variant == 4 ? &pf : nullptr);
       double max_err = 0.0;
       for (size_t i = 0; i < out.size(); ++i) {
         double e = std::fabs(double(out[i]) - double(want[i]));
