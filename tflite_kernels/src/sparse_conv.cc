@@ -348,7 +348,6 @@ void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, bool w
   }
   // Rows in blocks whose packed weights stay cache-resident while every tile
   // of the chunk uses them.
-  const int kmul = taps > 1 ? taps : 1;
   for (int rb0 = r0; rb0 < r1; rb0 += job.rows_per_block) {
     const int rb1 = std::min(r1, rb0 + job.rows_per_block);
     for (int64_t tile = t0; tile < t1; ++tile) {
@@ -356,7 +355,7 @@ void RunTiles(const ConvJob& job, int64_t t0, int64_t t1, int r0, int r1, bool w
       float* out = job.output + tile * TP * cout;
       const float* res = job.residual ? job.residual + tile * TP * cout : nullptr;
       if (strided[i] != nullptr) {
-        uk.strided(rb0, rb1, pf.row_ptr.data(), job.offsets, kmul, pf.w.get(), taps, strided[i],
+        uk.strided(rb0, rb1, pf.row_ptr.data(), job.offsets, taps, pf.w.get(), taps, strided[i],
                    job.pixel_stride, pf.bias.get(), out, cout, g.act_min, g.act_max, res);
         continue;
       }

@@ -164,19 +164,32 @@ static void SparseRowKernel1(int k, const int32_t* idx, const float* w, int taps
 // row_ptr[r] * kmul, its weights from w + row_ptr[r] * taps * N, with
 // `body_taps` taps (kmul = taps, body_taps = 1: the plan's combined offsets;
 // kmul = 1, body_taps = taps: per-tap indirection).
+// Calls row(k, index, w, bias, out, res) for rows [r0, r1) of a packed filter
+// with N channels per row: row r's entries, weights, bias, outputs, residual.
+template <int N, class Row>
+__attribute__((always_inline)) static inline void ForEachRow(int r0, int r1, const int32_t* row_ptr,
+                                                             const int32_t* index, int kmul,
+                                                             const float* w, int taps,
+                                                             const float* bias, float* out,
+                                                             const float* res, Row row) {
+  for (int r = r0; r < r1; ++r) {
+    const int k0 = row_ptr[r];
+    row((row_ptr[r + 1] - k0) * kmul, index + int64_t(k0) * kmul, w + int64_t(k0) * taps * N,
+        bias + int64_t(r) * N, out + int64_t(r) * N, res ? res + int64_t(r) * N : nullptr);
+  }
+}
+
 template <class VT, int V, int P>
 static void SparseRowsKernel(int r0, int r1, const int32_t* row_ptr, const int32_t* index,
                              int kmul, const float* w, int taps, int body_taps,
                              const float* const* in, const float* bias, float* out,
                              int64_t out_stride, float lo, float hi, const float* res) {
-  constexpr int N = V * VT::kWidth;
-  for (int r = r0; r < r1; ++r) {
-    const int k0 = row_ptr[r];
-    SparseRowKernel<VT, V, P>((row_ptr[r + 1] - k0) * kmul, index + int64_t(k0) * kmul,
-                              w + int64_t(k0) * taps * N, body_taps, in, bias + int64_t(r) * N,
-                              out + int64_t(r) * N, out_stride, lo, hi,
-                              res ? res + int64_t(r) * N : nullptr);
-  }
+  ForEachRow<V * VT::kWidth>(
+      r0, r1, row_ptr, index, kmul, w, taps, bias, out, res,
+      [&](int k, const int32_t* ix, const float* wr, const float* b, float* o,
+          const float* rs) __attribute__((always_inline)) {
+        SparseRowKernel<VT, V, P>(k, ix, wr, body_taps, in, b, o, out_stride, lo, hi, rs);
+      });
 }
 
 // Byte offsets of the pixels of a strided tile: pixel p (< 8) at q + p * s,
@@ -253,7 +266,6 @@ static void StridedRowsKernel(int r0, int r1, const int32_t* row_ptr, const int3
                               int kmul, const float* w, int taps, const float* base,
                               int64_t pixel_stride, const float* bias, float* out,
                               int64_t out_stride, float lo, float hi, const float* res) {
-  constexpr int N = V * VT::kWidth;
   PixelStrides st;
   st.s = intptr_t(pixel_stride) * intptr_t(sizeof(float));
   st.s3 = 3 * st.s;
@@ -262,13 +274,12 @@ static void StridedRowsKernel(int r0, int r1, const int32_t* row_ptr, const int3
   // Hidden from the optimiser, so it keeps them as index registers.
   asm("" : "+r"(st.s), "+r"(st.s3), "+r"(st.s5), "+r"(st.s7));
   const char* cbase = reinterpret_cast<const char*>(base);
-  for (int r = r0; r < r1; ++r) {
-    const int k0 = row_ptr[r];
-    StridedRowKernel<VT, V, P>((row_ptr[r + 1] - k0) * kmul, index + int64_t(k0) * kmul,
-                               w + int64_t(k0) * taps * N, cbase, st, bias + int64_t(r) * N,
-                               out + int64_t(r) * N, out_stride, lo, hi,
-                               res ? res + int64_t(r) * N : nullptr);
-  }
+  ForEachRow<V * VT::kWidth>(
+      r0, r1, row_ptr, index, kmul, w, taps, bias, out, res,
+      [&](int k, const int32_t* ix, const float* wr, const float* b, float* o,
+          const float* rs) __attribute__((always_inline)) {
+        StridedRowKernel<VT, V, P>(k, ix, wr, cbase, st, b, o, out_stride, lo, hi, rs);
+      });
 }
 
 // PS: pixels per strided tile (0: no strided kernel).
