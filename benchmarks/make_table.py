@@ -230,6 +230,33 @@ def scaling_table() -> str:
     )
 
 
+def ceiling_table() -> str:
+    path = RESULTS / "ceiling_resnet50_1x16.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    lines = [
+        "| model | sparsity | XNNPACK ms | delegate ms | speed-up | ceiling speed-up | "
+        "claimed layers at % of their ceiling | target | % the target needs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        need = f"{r['fraction_needed']:.0%}" if r.get("fraction_needed") else "-"
+        target = f"{r['target']:g}x" if r.get("target") else "-"
+        lines.append(
+            f"| {r['model']} | {r['sparsity']:g} | {r['stock_ms']:.1f} | {r['sparse_ms']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['ceiling_speedup']:.2f}x | "
+            f"{r['fraction_of_ceiling']:.0%} | {target} | {need} |"
+        )
+    return (
+        "The micro-kernel's ceiling (`benchmarks/ceiling.py`, 1 thread): each claimed layer "
+        "timed at the bare 1x16 micro-kernel's speed on L1-resident data for its row length "
+        "(`bench_kernels ukernel`), plus the nodes left to XNNPACK as profiled. A target above "
+        "the ceiling speed-up needs a faster micro-kernel, not a better driver.\n\n"
+        + "\n".join(lines)
+    )
+
+
 def ocs_table() -> str:
     path = RESULTS / "ocs.json"
     if not path.exists():
@@ -278,6 +305,7 @@ def render() -> str:
         latency_table(),
         fusion_table(),
         scaling_table(),
+        ceiling_table(),
         ocs_table(),
     ]
     return "\n\n".join(p for p in parts if p)
