@@ -44,6 +44,9 @@ BENCH_KERNELS = ROOT / "build" / "native-tests" / "host" / "bench_kernels"
 # The issue's end-to-end targets (ResNet-50 1x16, 1 thread, vs stock XNNPACK).
 TARGETS = {0.5: 1.6, 0.8: 3.5, 0.9: 5.0}
 
+_PLANAR = re.compile(
+    r"k=\s*(\d+) kept channels:\s*NHWC\s*[\d.]+ GFLOP/s\s*planar\s*([\d.]+) GFLOP/s"
+)
 _ROW = re.compile(
     r"k=\s*(\d+) kept channels:\s*([\d.]+) GFLOP/s.*?(?:strided \d+ pixels:\s*([\d.]+) GFLOP/s)?$"
 )
@@ -62,6 +65,15 @@ def parse_ukernel_table(text: str) -> list[tuple[int, float]]:
     return sorted(rows)
 
 
+def parse_planar_table(text: str) -> list[tuple[int, float]]:
+    """``(k, GFLOP/s)`` of the planar row of ``bench_kernels layouts`` (a design study:
+    the same 1x16 rows vectorised over pixels of a channel-major tile)."""
+    rows = [(int(m.group(1)), float(m.group(2))) for m in _PLANAR.finditer(text)]
+    if not rows:
+        raise ValueError("no 'k= ... planar ... GFLOP/s' rows in the bench_kernels output")
+    return sorted(rows)
+
+
 def ukernel_gflops(table: list[tuple[int, float]], k: float) -> float:
     """The micro-kernel's GFLOP/s at row length k (log-linear, clamped at the ends)."""
     if k <= table[0][0]:
@@ -76,7 +88,11 @@ def ukernel_gflops(table: list[tuple[int, float]], k: float) -> float:
 
 
 def ceiling(
-    profile: dict[str, Any], table: list[tuple[int, float]], stock_ms: float, sparse_ms: float
+    profile: dict[str, Any],
+    table: list[tuple[int, float]],
+    stock_ms: float,
+    sparse_ms: float,
+    planar: list[tuple[int, float]] | None = None,
 ) -> dict:
     """Ceiling of one profiled model.
 
@@ -85,6 +101,8 @@ def ceiling(
         table: ``parse_ukernel_table`` rows.
         stock_ms: Stock XNNPACK latency.
         sparse_ms: Delegate latency measured interleaved with ``stock_ms``.
+        planar: Optional ``parse_planar_table`` rows: the same ceiling for a
+            pixel-vectorised kernel over channel-major tiles (not built yet).
 
     Returns:
         Speed-up, ceiling speed-up, the fraction of their ceiling the claimed
@@ -92,6 +110,7 @@ def ceiling(
     """
     groups: dict[str, dict[str, float]] = defaultdict(lambda: {"n": 0, "ms": 0.0, "ceiling": 0.0})
     total = 0.0
+    total_planar = 0.0
     for node in profile["nodes"]:
         kh, kw = node["kernel"]
         kept = 1.0 - node["sparsity"]
@@ -99,6 +118,8 @@ def ceiling(
         k = max(1.0, kept * node["cin"] * kh * kw)
         ms = flops / ukernel_gflops(table, k) / 1e6
         total += ms
+        if planar:
+            total_planar += flops / ukernel_gflops(planar, k) / 1e6
         name = f"{kh}x{kw} {node['cin']}->{node['cout']} @{node['pixels']}px"
         if node.get("fused_add") is not None:
             name += " +ADD"
@@ -117,7 +138,7 @@ def ceiling(
         }
         for name, g in sorted(groups.items(), key=lambda kv: kv[1]["ceiling"] - kv[1]["ms"])
     ]
-    return {
+    out = {
         "stock_ms": round(stock_ms, 4),
         "sparse_ms": round(sparse_ms, 4),
         "invoke_ms": round(profile["invoke_ms"], 4),
@@ -129,9 +150,13 @@ def ceiling(
         "fraction_of_ceiling": round(total / profile["delegate_ms"], 3),
         "layers": rows,
     }
+    if planar:
+        out["planar_ceiling_delegate_ms"] = round(total_planar, 4)
+        out["planar_ceiling_speedup"] = round(stock_ms / (total_planar + rest), 3)
+    return out
 
 
-def _bench_kernels_output(path: Path, isa: str, n: int) -> str:
+def _bench_kernels_output(path: Path, mode: str, n: int | None) -> str:
     """Runs ``bench_kernels ukernel`` (re-built first if it lives in a CMake build tree)."""
     build = path.parent
     if not (build / "CMakeCache.txt").exists():
@@ -144,9 +169,8 @@ def _bench_kernels_output(path: Path, isa: str, n: int) -> str:
         ["cmake", "--build", str(build), "--target", "bench_kernels"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    return subprocess.run(
-        [str(path), "ukernel", isa, str(n)], check=True, capture_output=True, text=True
-    ).stdout
+    cmd = [str(path), mode] if n is None else [str(path), "ukernel", mode, str(n)]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
 def _profile(model: Path, runs: int, sparse_ms: float, attempts: int) -> dict[str, Any]:
@@ -175,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-kernels", type=Path, default=BENCH_KERNELS)
     p.add_argument("--isa", default="auto")
     p.add_argument("--profile-attempts", type=int, default=3)
+    p.add_argument(
+        "--no-planar",
+        dest="planar",
+        action="store_false",
+        help="skip the planar-kernel design study (`bench_kernels layouts`, AVX-512 only)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "ceiling_resnet50_1x16.json")
     args = p.parse_args(argv)
 
@@ -183,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     text = _bench_kernels_output(args.bench_kernels, args.isa, 16)
     table = parse_ukernel_table(text)
     print(text.strip())
+    planar = None
+    if args.planar:
+        layouts = _bench_kernels_output(args.bench_kernels, "layouts", None)
+        planar = parse_planar_table(layouts)
+        print(layouts.strip())
     rows = []
     for s in args.sparsities:
         model = RESULTS / "tmp" / f"resnet50_1x16_{s:.2f}.tflite"
@@ -192,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         lat = compare_latency(str(model), threads=1, runs=args.runs)
         prof = _profile(model, args.runs, lat.sparse_ms, args.profile_attempts)
         row = {"model": "resnet50_1x16", "sparsity": s, "threads": 1, "target": TARGETS.get(s)}
-        row.update(ceiling(prof, table, lat.dense_ms, lat.sparse_ms))
+        row.update(ceiling(prof, table, lat.dense_ms, lat.sparse_ms, planar))
         if row["target"]:
             # Fraction of the ceiling the claimed layers must reach for the target.
             budget = lat.dense_ms / row["target"] - row["rest_ms"]
@@ -207,8 +242,17 @@ def main(argv: list[str] | None = None) -> int:
                 if row["target"]
                 else ""
             )
+            + (
+                f"; a planar kernel's ceiling: {row['planar_ceiling_speedup']:.2f}x"
+                if planar
+                else ""
+            )
         )
-    payload = {"ukernel": [{"k": k, "gflops": g} for k, g in table], "rows": rows}
+    payload = {
+        "ukernel": [{"k": k, "gflops": g} for k, g in table],
+        "planar": [{"k": k, "gflops": g} for k, g in planar] if planar else None,
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

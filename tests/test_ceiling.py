@@ -25,6 +25,18 @@ def test_ukernel_table_keeps_the_better_kernel_per_row_length():
     assert table == [(8, 121.5), (64, 193.8), (256, 199.4)]
 
 
+LAYOUTS_OUTPUT = """1x16 rows on L1 data, GFLOP/s on kept MACs: NHWC strided vs planar
+k=   8 kept channels:  NHWC   98.2 GFLOP/s   planar  233.1 GFLOP/s
+k= 256 kept channels:  NHWC  206.2 GFLOP/s   planar  240.7 GFLOP/s
+"""
+
+
+def test_planar_table_reads_the_planar_column_only():
+    assert ceiling_mod.parse_planar_table(LAYOUTS_OUTPUT) == [(8, 233.1), (256, 240.7)]
+    with pytest.raises(ValueError, match="planar"):
+        ceiling_mod.parse_planar_table(BENCH_OUTPUT)
+
+
 def test_ukernel_table_without_rows_is_an_error():
     with pytest.raises(ValueError, match="no 'k="):
         ceiling_mod.parse_ukernel_table("isa scalar unavailable\n")
@@ -64,6 +76,10 @@ def test_ceiling_sums_kept_flops_over_the_kernel_speed_and_adds_the_rest():
     assert math.isclose(out["ceiling_speedup"], round(6.0 / (expect + 1.0), 3))
     assert out["speedup"] == 5.0
     assert math.isclose(out["fraction_of_ceiling"], round(expect / 0.13, 3))
+    assert "planar_ceiling_speedup" not in out
+    planar = ceiling_mod.ceiling(profile, table, 6.0, 1.2, planar=[(8, 400.0), (64, 400.0)])
+    assert math.isclose(planar["planar_ceiling_delegate_ms"], round(expect / 2, 4))
+    assert math.isclose(planar["planar_ceiling_speedup"], round(6.0 / (expect / 2 + 1.0), 3))
     names = {row["layers"]: row for row in out["layers"]}
     assert set(names) == {"1x1 256->64 @1000px", "3x3 64->64 @1000px +ADD"}
     assert math.isclose(names["1x1 256->64 @1000px"]["gap_ms"], round(0.05 - flops_a / 2e8, 4))

@@ -3,7 +3,11 @@
 // `bench_kernels ukernel [isa] [n]`: the bare micro-kernel on L1-resident data,
 // GFLOP/s and ns per call by kept channels per row (the inner loop's ceiling),
 // for the pointer kernel and, where the path has one, the strided kernel.
+// `bench_kernels layouts`: the same rows (1x16, same kept channels, L1 data)
+// computed pixel-major, a design study for a planar (channel-major) layout:
+// see BenchLayouts.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -13,6 +17,10 @@
 
 #include "sparse_conv.h"
 #include "thread_pool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 static int BenchMicroKernel(const std::string& isa, int n) {
   const tsp::KernelSet* ks = tsp::SelectKernels(isa);
@@ -67,7 +75,118 @@ static int BenchMicroKernel(const std::string& isa, int n) {
   return 0;
 }
 
+#if defined(__x86_64__)
+// One 1x16 block row over a planar tile: x[c][PX] holds PX = 16 * PV pixels of
+// input channel c contiguously, out[o][PX] likewise. Vectorised over pixels:
+// per kept channel, PV aligned loads of x and O broadcast weights feed O * PV
+// FMAs (8 x 2: 16 FMAs per 10 loads; the NHWC kernel needs a broadcast load
+// per FMA). Two passes of 8 output channels cover the row's 16.
+template <int O, int PV>
+__attribute__((target("avx512f"), noinline)) static void PlanarRow(
+    int k, const int32_t* idx, const float* w, const float* x, float* out) {
+  constexpr int PX = 16 * PV;
+  for (int h = 0; h < 16 / O; ++h) {
+    __m512 acc[O][PV];
+    _Pragma("GCC unroll 16") for (int o = 0; o < O; ++o) {
+      _Pragma("GCC unroll 16") for (int v = 0; v < PV; ++v) acc[o][v] = _mm512_setzero_ps();
+    }
+    const float* wp = w + h * O;
+    for (int j = 0; j < k; ++j) {
+      const float* xc = x + size_t(idx[j]) * PX;
+      __m512 xv[PV];
+      _Pragma("GCC unroll 16") for (int v = 0; v < PV; ++v) xv[v] = _mm512_load_ps(xc + 16 * v);
+      _Pragma("GCC unroll 16") for (int o = 0; o < O; ++o) {
+        const __m512 wb = _mm512_set1_ps(wp[o]);
+        _Pragma("GCC unroll 16") for (int v = 0; v < PV; ++v) {
+          acc[o][v] = _mm512_fmadd_ps(wb, xv[v], acc[o][v]);
+        }
+      }
+      wp += 16;
+    }
+    _Pragma("GCC unroll 16") for (int o = 0; o < O; ++o) {
+      _Pragma("GCC unroll 16") for (int v = 0; v < PV; ++v) {
+        _mm512_store_ps(out + size_t(h * O + o) * PX + 16 * v, acc[o][v]);
+      }
+    }
+  }
+}
+
+// The NHWC strided kernel (the delegate's, 16 pixels) and the planar row
+// (8 x 2, 32 pixels) on the same rows: GFLOP/s on kept MACs, L1-resident
+// data. The planar values are checked against a double-precision sum first.
+static int BenchLayouts() {
+  const tsp::KernelSet* ks = tsp::SelectKernels("avx512");
+  if (ks == nullptr || ks->ForN(16)->strided == nullptr) {
+    std::printf("layouts: needs the AVX-512 path\n");
+    return 1;
+  }
+  const tsp::UKernel* uk = ks->ForN(16);
+  constexpr int PV = 2, PX = 16 * PV;
+  const int cin = 512;
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::printf("1x16 rows on L1 data, GFLOP/s on kept MACs: NHWC strided (delegate, %d px) vs "
+              "planar 8x%d (%d px)\n", uk->ps, PV, PX);
+  for (int k : {8, 16, 32, 64, 128, 256}) {
+    std::vector<int> all(cin);
+    for (int i = 0; i < cin; ++i) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int32_t> idx(all.begin(), all.begin() + k);
+    std::sort(idx.begin(), idx.end());
+    auto w = tsp::AlignedAlloc<float>(size_t(k) * 16);
+    for (int i = 0; i < k * 16; ++i) w[i] = u(rng);
+    auto bias = tsp::AlignedAlloc<float>(16);
+    for (int i = 0; i < 16; ++i) bias[i] = 0.0f;
+    auto xn = tsp::AlignedAlloc<float>(size_t(uk->ps) * cin);  // NHWC: pixel-major
+    auto xp = tsp::AlignedAlloc<float>(size_t(cin) * PX);      // planar: channel-major
+    for (int i = 0; i < uk->ps * cin; ++i) xn[i] = u(rng);
+    for (int i = 0; i < cin * PX; ++i) xp[i] = u(rng);
+    auto on = tsp::AlignedAlloc<float>(size_t(uk->ps) * 16);
+    auto op = tsp::AlignedAlloc<float>(size_t(16) * PX);
+    PlanarRow<8, PV>(k, idx.data(), w.get(), xp.get(), op.get());
+    double err = 0.0;
+    for (int o = 0; o < 16; ++o) {
+      for (int p = 0; p < PX; ++p) {
+        double r = 0.0;
+        for (int j = 0; j < k; ++j) r += double(w[j * 16 + o]) * xp[size_t(idx[j]) * PX + p];
+        err = std::max(err, std::abs(r - op[size_t(o) * PX + p]));
+      }
+    }
+    if (err > 1e-3) {
+      std::printf("planar row wrong: max abs error %g\n", err);
+      return 1;
+    }
+    const int32_t row_ptr[2] = {0, k};
+    const long reps = 40000000L / (long(k) * 16);
+    auto best_of = [&](auto&& fn, long calls) {
+      double best = 1e30;
+      for (int rep = 0; rep < 5; ++rep) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (long i = 0; i < calls; ++i) {
+          fn();
+          asm volatile("" ::: "memory");  // every call's stores are observable
+        }
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    const long nc = reps / uk->ps * 16, pc = reps / PX * 16;
+    const double tn = best_of([&] {
+      uk->strided(0, 1, row_ptr, idx.data(), 1, w.get(), 1, xn.get(), cin, bias.get(), on.get(), 16,
+                  -3.4e38f, 3.4e38f, nullptr);
+    }, nc);
+    const double tp = best_of([&] { PlanarRow<8, PV>(k, idx.data(), w.get(), xp.get(), op.get()); }, pc);
+    std::printf("k=%4d kept channels:  NHWC %6.1f GFLOP/s   planar %6.1f GFLOP/s\n", k,
+                nc * 2.0 * uk->ps * 16 * k / tn * 1e-9, pc * 2.0 * PX * 16 * k / tp * 1e-9);
+  }
+  return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
+#if defined(__x86_64__)
+  if (argc > 1 && std::string(argv[1]) == "layouts") return BenchLayouts();
+#endif
   if (argc > 1 && std::string(argv[1]) == "ukernel") {
     return BenchMicroKernel(argc > 2 ? argv[2] : "auto", argc > 3 ? std::atoi(argv[3]) : 16);
   }
