@@ -112,6 +112,11 @@ def ceiling(
     total = 0.0
     total_planar = 0.0
     for node in profile["nodes"]:
+        if node.get("n", 16) != 16:
+            raise ValueError(
+                f"node {node.get('node')}: 1x{node['n']} blocks, but the micro-kernel table "
+                "is for 1x16 (profile a 1x16 model)"
+            )
         kh, kw = node["kernel"]
         kept = 1.0 - node["sparsity"]
         flops = 2.0 * node["pixels"] * node["cin"] * node["cout"] * kh * kw * kept
@@ -156,8 +161,8 @@ def ceiling(
     return out
 
 
-def _bench_kernels_output(path: Path, mode: str, n: int | None) -> str:
-    """Runs ``bench_kernels ukernel`` (re-built first if it lives in a CMake build tree)."""
+def _bench_kernels_output(path: Path, *args: str) -> str:
+    """Output of ``bench_kernels args...``, the binary re-built first (CMake, incremental)."""
     build = path.parent
     if not (build / "CMakeCache.txt").exists():
         subprocess.run(
@@ -169,8 +174,7 @@ def _bench_kernels_output(path: Path, mode: str, n: int | None) -> str:
         ["cmake", "--build", str(build), "--target", "bench_kernels"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    cmd = [str(path), mode] if n is None else [str(path), "ukernel", mode, str(n)]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return subprocess.run([str(path), *args], check=True, capture_output=True, text=True).stdout
 
 
 def _profile(model: Path, runs: int, sparse_ms: float, attempts: int) -> dict[str, Any]:
@@ -210,12 +214,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tf_sparse_prune.export.bench_cli import compare_latency
 
-    text = _bench_kernels_output(args.bench_kernels, args.isa, 16)
+    text = _bench_kernels_output(args.bench_kernels, "ukernel", args.isa, "16")
     table = parse_ukernel_table(text)
     print(text.strip())
     planar = None
     if args.planar:
-        layouts = _bench_kernels_output(args.bench_kernels, "layouts", None)
+        layouts = _bench_kernels_output(args.bench_kernels, "layouts")
         planar = parse_planar_table(layouts)
         print(layouts.strip())
     rows = []

@@ -83,3 +83,11 @@ def test_ceiling_sums_kept_flops_over_the_kernel_speed_and_adds_the_rest():
     names = {row["layers"]: row for row in out["layers"]}
     assert set(names) == {"1x1 256->64 @1000px", "3x3 64->64 @1000px +ADD"}
     assert math.isclose(names["1x1 256->64 @1000px"]["gap_ms"], round(0.05 - flops_a / 2e8, 4))
+
+
+def test_ceiling_refuses_nodes_of_another_block_width():
+    node = _node((1, 1), 64, 64, 100, 0.5, ms=0.01)
+    node.update(node=12, n=32)
+    profile = {"nodes": [node], "rest_ms": 1.0, "invoke_ms": 1.1, "delegate_ms": 0.1}
+    with pytest.raises(ValueError, match="node 12: 1x32 blocks"):
+        ceiling_mod.ceiling(profile, [(8, 100.0)], stock_ms=2.0, sparse_ms=1.1)
