@@ -22,6 +22,16 @@
 #include <immintrin.h>
 #endif
 
+// k distinct input channels of cin, ascending (one block row's kept channels).
+static std::vector<int32_t> KeptChannels(int cin, int k, std::mt19937& rng) {
+  std::vector<int32_t> all(cin);
+  for (int i = 0; i < cin; ++i) all[i] = i;
+  std::shuffle(all.begin(), all.end(), rng);
+  std::vector<int32_t> idx(all.begin(), all.begin() + k);
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
 static int BenchMicroKernel(const std::string& isa, int n) {
   const tsp::KernelSet* ks = tsp::SelectKernels(isa);
   if (!ks) { std::printf("isa %s unavailable\n", isa.c_str()); return 1; }
@@ -30,11 +40,7 @@ static int BenchMicroKernel(const std::string& isa, int n) {
   std::mt19937 rng(0);
   std::printf("isa %s 1x%d micro-kernel, %d pixels per call\n", ks->name, n, P);
   for (int k : {8, 16, 32, 64, 128, 256}) {
-    std::vector<int> all(cin);
-    for (int i = 0; i < cin; ++i) all[i] = i;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::vector<int32_t> idx(all.begin(), all.begin() + k);
-    std::sort(idx.begin(), idx.end());
+    const std::vector<int32_t> idx = KeptChannels(cin, k, rng);
     auto w = tsp::AlignedAlloc<float>(size_t(k) * n);
     for (int i = 0; i < k * n; ++i) w[i] = 1e-3f * float(i % 97);
     auto bias = tsp::AlignedAlloc<float>(size_t(n));
@@ -247,11 +253,7 @@ static int BenchLayouts() {
   std::printf("1x16 rows on L1 data, GFLOP/s on kept MACs: NHWC strided (delegate, %d px) vs "
               "planar 8x%d (%d px)\n", uk->ps, PV, PX);
   for (int k : {8, 16, 32, 64, 128, 256}) {
-    std::vector<int> all(cin);
-    for (int i = 0; i < cin; ++i) all[i] = i;
-    std::shuffle(all.begin(), all.end(), rng);
-    std::vector<int32_t> idx(all.begin(), all.begin() + k);
-    std::sort(idx.begin(), idx.end());
+    const std::vector<int32_t> idx = KeptChannels(cin, k, rng);
     auto w = tsp::AlignedAlloc<float>(size_t(k) * 16);
     for (int i = 0; i < k * 16; ++i) w[i] = u(rng);
     auto bias = tsp::AlignedAlloc<float>(16);
