@@ -288,6 +288,8 @@ def test_native_option_validation():
         load_delegate(lib, {"width_aware": "yes"})
     with pytest.raises(ValueError, match="cost_model must be 0 or 1"):
         load_delegate(lib, {"cost_model": "2"})
+    with pytest.raises(ValueError, match="winograd must be 0 or 1"):
+        load_delegate(lib, {"winograd": "on"})
 
 
 def test_report_path_option_writes_json(zoo_flat, tmp_path):
@@ -594,3 +596,65 @@ def test_interleaved_times_pause_between_invocations_untimed():
     times = interleaved_times({"a": Fake(), "b": Fake()}, runs=2, gap_ms=20)
     assert time.perf_counter() - t0 >= 4 * 0.020  # slept after each of the 4 invocations
     assert all(t < 20 for v in times.values() for t in v)  # the pauses are not timed
+
+
+# Layer -> whether the delegate runs it as Winograd F(2x2, 3x3) (rows keep
+# >= 48 input channels, >= 32 output tiles of 2x2).
+WINOGRAD_LAYERS = {"w_same": True, "w_valid": True, "w_res": True, "direct_short": False}
+
+
+@pytest.fixture(scope="module")
+def winograd_flat() -> bytes:
+    """3x3 stride-1 layers: SAME on a 17x17 image (odd: the last tiles hang over
+    the edge) with ReLU6; VALID 17 -> 15; SAME with a fused residual ADD; and a
+    3x3 layer whose rows keep 13 channels (stays on the direct kernel)."""
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(5)
+    L = keras.layers
+    inp = keras.Input((17, 17, 96))
+    x = L.Conv2D(96, 3, padding="same", name="w_same")(inp)
+    x = L.ReLU(max_value=6.0)(x)
+    y = L.Conv2D(128, 3, padding="valid", activation="relu", name="w_valid")(x)
+    z = L.Conv2D(128, 3, padding="same", name="w_res")(y)
+    y = L.ReLU()(L.Add()([y, z]))
+    out = L.Conv2D(32, 3, padding="same", name="direct_short")(y)
+    model = keras.Model(inp, out)
+    sparsity = {"w_same": 0.5, "w_valid": 0.5, "w_res": 0.5, "direct_short": 0.9}
+    for name, sp in sparsity.items():
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        bias = rng.standard_normal(bias.shape).astype(np.float32) * 0.1
+        layer.set_weights([_prune_1xn(kernel, 16, sp, rng), bias])
+    return _convert(model)
+
+
+def _winograd_nodes(flat: bytes, winograd: bool) -> dict[str, bool]:
+    from tf_sparse_prune.export.bench_cli import profile_delegate
+
+    report = delegated_nodes(SparseInterpreter(model_content=flat))
+    convs = [n for n in report.claimed if n.op == "CONV_2D"]
+    names = {n.node: _layer_of(n, list(WINOGRAD_LAYERS)) for n in convs}
+    prof = profile_delegate(flat, threads=1, runs=2, winograd=winograd)
+    return {names[p.node]: p.winograd for p in prof.nodes}
+
+
+def test_winograd_takes_3x3_layers_with_long_rows_only(winograd_flat):
+    assert _winograd_nodes(winograd_flat, winograd=True) == WINOGRAD_LAYERS
+    assert not any(_winograd_nodes(winograd_flat, winograd=False).values())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_outputs_match_stock_and_the_direct_kernel(winograd_flat, threads):
+    x = np.random.default_rng(6).standard_normal((1, 17, 17, 96)).astype(np.float32)
+    batch2 = np.concatenate([x, 0.5 * x[:, ::-1]])
+    for isa in available_isas():
+        wino = SparseInterpreter(model_content=winograd_flat, num_threads=threads, isa=isa)
+        direct = SparseInterpreter(
+            model_content=winograd_flat, num_threads=threads, isa=isa, winograd=False
+        )
+        for inputs in (x, batch2):
+            ref = _stock(winograd_flat, inputs)
+            out = _run(wino, inputs)
+            _assert_close(out, ref)
+            _assert_close(out, _run(direct, inputs))
+            assert not np.array_equal(out, _run(direct, inputs))  # a different algorithm

@@ -91,6 +91,8 @@ class NodeProfile:
             into it.
         kept_gflops: Effective GFLOP/s on the kept (non-zero) multiply-adds.
         fused_add: The ADD node run in its epilogue, or None.
+        winograd: Whether it ran as Winograd F(2x2, 3x3) (``kept_gflops``
+            then counts the direct kernel's multiply-adds).
     """
 
     node: int
@@ -105,6 +107,7 @@ class NodeProfile:
     ms: float
     kept_gflops: float
     fused_add: int | None
+    winograd: bool = False
 
 
 @dataclass
@@ -237,6 +240,7 @@ def compare_latency(
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
+    winograd: bool = True,
     batch: int | None = None,
     progress: Any = None,
     seed: int = 0,
@@ -254,6 +258,8 @@ def compare_latency(
             at ``min_sparsity``).
         cost_model: Delegate's short-row rule (False: claim short rows too).
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
+        winograd: Let the delegate run 3x3 layers with long rows as Winograd
+            F(2x2, 3x3).
         batch: Batch size to resize the input to (default: the model's, or 1).
         progress: Optional tqdm-like object; ``update(1)`` per A/B pair.
         seed: Seed of the random input.
@@ -276,6 +282,7 @@ def compare_latency(
         width_aware=width_aware,
         cost_model=cost_model,
         fuse_residual=fuse_residual,
+        winograd=winograd,
     )
     x = _make_input(dense, batch, np.random.default_rng(seed))
     _prepare(dense, x)
@@ -315,6 +322,7 @@ def profile_delegate(
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
+    winograd: bool = True,
     batch: int | None = None,
     seed: int = 0,
 ) -> DelegateProfile:
@@ -340,6 +348,8 @@ def profile_delegate(
         width_aware: Delegate's narrow-N threshold rule.
         cost_model: Delegate's short-row rule.
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
+        winograd: Let the delegate run 3x3 layers with long rows as Winograd
+            F(2x2, 3x3).
         batch: Batch size to resize the input to (default: the model's, or 1).
         seed: Seed of the random input.
 
@@ -366,6 +376,7 @@ def profile_delegate(
             width_aware=width_aware,
             cost_model=cost_model,
             fuse_residual=fuse_residual,
+            winograd=winograd,
             profile_path=path,
         )
         interp = Interpreter(**source, num_threads=threads, experimental_delegates=[delegate])
@@ -401,6 +412,7 @@ def profile_delegate(
             ms=float(e["ms_per_call"]),
             kept_gflops=float(e["kept_gflops"]),
             fused_add=None if int(e["fused_add"]) < 0 else int(e["fused_add"]),
+            winograd=bool(int(e.get("winograd", 0))),
         )
         for e in data["nodes"]
     ]
@@ -446,6 +458,7 @@ def _print_profile(prof: DelegateProfile) -> None:
         f"{'node':>5} {'op':<15} {'kernel':<7} {'cin->cout':>11} {'1xN':>4} "
         f"{'sparsity':>8} {'ms':>8} {'share':>6} {'kept GF/s':>9}  fused ADD"
     )
+    winograd = [p.node for p in prof.nodes if p.winograd]
     for p in sorted(prof.nodes, key=lambda p: -p.ms):
         kern = f"{p.kernel[0]}x{p.kernel[1]}"
         io = f"{p.cin}->{p.cout}"
@@ -455,6 +468,8 @@ def _print_profile(prof: DelegateProfile) -> None:
             f"{p.ms:>8.3f} {share:>6.1%} {p.kept_gflops:>9.1f}  "
             f"{'' if p.fused_add is None else p.fused_add}"
         )
+    if winograd:
+        print(f"run as Winograd F(2x2, 3x3): nodes {', '.join(map(str, winograd))}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -483,6 +498,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-fuse-residual",
         action="store_true",
         help="leave residual ADDs to TFLite instead of running them in the delegate's convs",
+    )
+    p.add_argument(
+        "--no-winograd",
+        action="store_true",
+        help="run every 3x3 layer with the direct kernel (no Winograd F(2x2, 3x3))",
     )
     p.add_argument("--batch", type=int, default=None, help="resize the input batch")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -530,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "width_aware": not args.no_width_aware,
         "cost_model": not args.no_cost_model,
         "fuse_residual": not args.no_fuse_residual,
+        "winograd": not args.no_winograd,
         "batch": args.batch,
     }
     results = []

@@ -18,7 +18,9 @@
 // the kernel is estimated slower than dense XNNPACK, see EstimatedCostRatio),
 // fuse_residual (0|1, default 1: also claim a float32 ADD of two same-shape
 // tensors one of which comes only from a claimed CONV_2D without activation,
-// and run it in that convolution's epilogue).
+// and run it in that convolution's epilogue),
+// winograd (0|1, default 1: run 3x3 stride-1 convolutions as Winograd
+// F(2x2, 3x3) over the same sparse blocks, see winograd.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -36,6 +38,7 @@
 #include "sparse_conv.h"
 #include "arena_plan.h"
 #include "thread_pool.h"
+#include "winograd.h"
 #include "tsp_tflite/tflite_abi.h"
 
 #define TSP_EXPORT extern "C" __attribute__((visibility("default")))
@@ -62,6 +65,7 @@ struct Options {
   int width_aware = 1;
   int cost_model = 1;
   int fuse_residual = 1;
+  int winograd = 1;
 };
 
 // One claimed node, analysed and packed at delegate Prepare.
@@ -91,6 +95,9 @@ struct OpInfo {
   ConvPlan plan;
   int plan_in_w = -1;  // input width the plan was built for
   AlignedPtr<float> zeros;
+  // Set at kernel prepare: run as Winograd F(2x2, 3x3) with `wf`.
+  bool winograd = false;
+  WinogradFilter wf;
   // log >= 2 or a profile_path: time spent in invoke.
   double seconds = 0.0;
   int64_t calls = 0;
@@ -134,6 +141,8 @@ struct Partition {
     return i >= 0 ? internal_data[i] : ctx->tensors[t].data.f;
   }
   std::vector<ConvScratch> scratch;   // one per pool thread
+  AlignedPtr<float> winograd_scratch;  // the largest WinogradScratchFloats of its ops
+  size_t winograd_floats = 0;
   // DelegateData::timed(): wall time of its invocations (the first excluded).
   double seconds = 0.0;
   int64_t calls = 0;
@@ -555,11 +564,11 @@ void WriteProfile(Partition* part) {
                   "{\"node\": %d, \"op\": \"%s\", \"kernel\": [%d, %d], \"cin\": %d, "
                   "\"cout\": %d, \"n\": %d, \"sparsity\": %.6f, \"pixels\": %lld, "
                   "\"calls\": %lld, \"ms_per_call\": %.6f, \"kept_gflops\": %.3f, "
-                  "\"fused_add\": %d}",
+                  "\"fused_add\": %d, \"winograd\": %d}",
                   op->node_index, OpName(op->builtin), op->kh, op->kw, op->cin, op->cout,
                   op->pf.n, op->sparsity, static_cast<long long>(op->geom.pixels()),
                   static_cast<long long>(op->calls), t * 1e3, t > 0 ? kept / t * 1e-9 : 0.0,
-                  op->fused_into ? op->fused_into->node_index : -1);
+                  op->fused_into ? op->fused_into->node_index : -1, op->winograd ? 1 : 0);
     d->profile_nodes.push_back(buf);
   }
   {
@@ -707,6 +716,16 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
       PrepareConvPlan(g, op->pf, &op->plan);
       op->plan_in_w = g.in_w;
     }
+    op->winograd = part->data->opts.winograd && op->builtin == kTfLiteBuiltinConv2d &&
+                   WinogradApplies(g, op->pf) && WinogradPays(g, op->pf);
+    if (op->winograd) {
+      if (!op->wf.valid()) op->wf = TransformFilter(op->pf);
+      const size_t floats = WinogradScratchFloats(g);
+      if (floats > part->winograd_floats) {
+        part->winograd_scratch = AlignedAlloc<float>(floats);
+        part->winograd_floats = floats;
+      }
+    }
     if (ResizeIfNeeded(ctx, op->output, out_shape) != kTfLiteOk) return kTfLiteError;
   }
   // Tensors internal to the partition live in its own arena, planned for
@@ -776,9 +795,15 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     }
     const bool timed = d->timed();
     const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
-                  part->scratch.data(), d->pool.get(), &conv->plan, residual,
-                  conv->next_conv ? &conv->next_conv->pf : nullptr);
+    if (conv->winograd) {
+      RunWinogradConv(conv->geom, conv->pf, conv->wf, *d->kernels, in, out, residual,
+                      conv->zeros.get(), part->winograd_scratch.get(), part->scratch.data(),
+                      d->pool.get());
+    } else {
+      RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual,
+                    conv->next_conv ? &conv->next_conv->pf : nullptr);
+    }
     if (timed) {
       if (conv->warm) {  // the first invoke (cold caches) is not counted
         conv->seconds +=
@@ -933,6 +958,10 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
           opts.fuse_residual > 1) {
         return fail(std::string("option fuse_residual must be 0 or 1, got '") + val + "'");
       }
+    } else if (key == "winograd") {
+      if (!ParseInt(val, &opts.winograd) || opts.winograd < 0 || opts.winograd > 1) {
+        return fail(std::string("option winograd must be 0 or 1, got '") + val + "'");
+      }
     } else if (key == "isa") {
       opts.isa = val;
     } else if (key == "report_path") {
@@ -946,7 +975,7 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       return fail("unknown option '" + key +
                   "' (valid: num_threads, min_sparsity, width_aware, cost_model, fuse_residual, "
-                  "isa, report_path, profile_path, log)");
+                  "winograd, isa, report_path, profile_path, log)");
     }
   }
   const KernelSet* ks = SelectKernels(opts.isa);

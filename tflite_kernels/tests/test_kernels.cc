@@ -10,6 +10,7 @@
 
 #include "arena_plan.h"
 #include "sparse_conv.h"
+#include "winograd.h"
 #include "thread_pool.h"
 
 namespace {
@@ -164,6 +165,30 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
             "%s path %s variant %d: max error %g (scale %g)", name.c_str(), ks->name, variant,
             max_err, scale);
       if (ks == tsp::ScalarKernels() && variant == 0) scalar_out = out;
+      if (variant == 0 && tsp::WinogradApplies(g, pf)) {
+        // Winograd F(2x2, 3x3): 1 thread and a pool of 2, with and without
+        // the residual, against the same reference.
+        static thread_local tsp::WinogradFilter wf;
+        wf = tsp::TransformFilter(pf);
+        CHECK(wf.valid(), "winograd filter for %s", name.c_str());
+        tsp::AlignedPtr<float> wscratch = tsp::AlignedAlloc<float>(tsp::WinogradScratchFloats(g));
+        for (int wv = 0; wv < 4; ++wv) {
+          const bool wres = wv >= 2;
+          const std::vector<float>& wwant = wres ? ref_res : ref;
+          std::vector<float> wout(ref.size(), std::nanf(""));
+          tsp::RunWinogradConv(gv, pf, wf, *ks, input.data(), wout.data(),
+                               wres ? residual.data() : nullptr, zeros.data(), wscratch.get(),
+                               scratch.data(), (wv % 2) ? pool2 : nullptr);
+          double werr = 0.0;
+          for (size_t i = 0; i < wout.size(); ++i) {
+            const double e = std::fabs(double(wout[i]) - double(wwant[i]));
+            if (!(e <= werr)) werr = std::isnan(e) ? INFINITY : std::max(werr, e);
+          }
+          CHECK(werr <= 1e-5 * scale * std::sqrt(double(c.cin * c.kh * c.kw)),
+                "%s path %s winograd variant %d: max error %g (scale %g)", name.c_str(),
+                ks->name, wv, werr, scale);
+        }
+      }
       if (ks != tsp::ScalarKernels() && !scalar_out.empty() && !with_res) {
         double d = 0.0;
         for (size_t i = 0; i < out.size(); ++i) {

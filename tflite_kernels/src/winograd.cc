@@ -1,0 +1,304 @@
+#include "winograd.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "thread_pool.h"
+
+// The transforms are additions over channel vectors: compiled for the widest
+// x86 vector ISA the CPU has (the results do not depend on it).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TSP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TSP_VECTOR_CLONES
+#endif
+
+namespace tsp {
+
+bool WinogradApplies(const ConvGeometry& g, const PackedFilter& pf) {
+  return pf.kh == 3 && pf.kw == 3 && g.kh == 3 && g.kw == 3 && g.stride_h == 1 &&
+         g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && g.out_h > 0 && g.out_w > 0;
+}
+
+bool WinogradPays(const ConvGeometry& g, const PackedFilter& pf) {
+  const double kept_per_row = double(pf.kept_blocks) / std::max(1, pf.rows);
+  return kept_per_row >= kWinogradMinKept && WinogradTiles(g) >= kWinogradMinTiles;
+}
+
+WinogradFilter TransformFilter(const PackedFilter& pf) {
+  WinogradFilter wf;
+  if (pf.kh != 3 || pf.kw != 3) return wf;
+  const int n = pf.n, taps = pf.taps;
+  wf.u.resize(kWinogradPoints);
+  for (PackedFilter& u : wf.u) {
+    u.n = n;
+    u.rows = pf.rows;
+    u.taps = 1;
+    u.cin = pf.cin;
+    u.kh = u.kw = 1;
+    u.row_ptr = pf.row_ptr;
+    u.kept_blocks = pf.kept_blocks;
+    u.idx = AlignedAlloc<int32_t>(size_t(pf.kept_blocks));
+    if (pf.kept_blocks > 0) {
+      std::memcpy(u.idx.get(), pf.idx.get(), sizeof(int32_t) * size_t(pf.kept_blocks));
+    }
+    u.w = AlignedAlloc<float>(size_t(pf.kept_blocks) * n);
+    u.bias = AlignedAlloc<float>(size_t(pf.cout()));
+    std::memset(u.bias.get(), 0, sizeof(float) * size_t(pf.cout()));
+  }
+  // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  for (int r = 0; r < pf.rows; ++r) {
+    const int k0 = pf.row_ptr[r];
+    const int k = pf.row_ptr[r + 1] - k0;
+    const float* wr = pf.w.get() + size_t(k0) * taps * n;
+    for (int j = 0; j < k; ++j) {
+      for (int o = 0; o < n; ++o) {
+        double g[3][3], t[4][3];
+        for (int y = 0; y < 3; ++y) {
+          for (int x = 0; x < 3; ++x) g[y][x] = wr[(size_t(y * 3 + x) * k + j) * n + o];
+        }
+        for (int i = 0; i < 4; ++i) {
+          for (int x = 0; x < 3; ++x) {
+            t[i][x] = G[i][0] * g[0][x] + G[i][1] * g[1][x] + G[i][2] * g[2][x];
+          }
+        }
+        for (int i = 0; i < 4; ++i) {
+          for (int c = 0; c < 4; ++c) {
+            const double v = t[i][0] * G[c][0] + t[i][1] * G[c][1] + t[i][2] * G[c][2];
+            wf.u[size_t(4 * i + c)].w[(size_t(k0) + j) * n + o] = float(v);
+          }
+        }
+      }
+    }
+  }
+  return wf;
+}
+
+int64_t WinogradTiles(const ConvGeometry& g) {
+  return int64_t(g.batch) * ((g.out_h + 1) / 2) * ((g.out_w + 1) / 2);
+}
+
+namespace {
+
+// The 16 coordinates' blocks of the scratch: one transform touches all 16 at
+// the same offset, so blocks are a whole number of 4 KiB pages plus one
+// 64-byte line apart (16 streams with equal 4 KiB offsets would share one
+// 12-way L1 set and thrash it: ResNet-50's 56x56 layers ran 3.7x slower).
+int64_t Padded(int64_t floats) { return (floats + 1023) / 1024 * 1024 + 16; }
+
+}  // namespace
+
+size_t WinogradScratchFloats(const ConvGeometry& g) {
+  const int64_t tiles = WinogradTiles(g);
+  return size_t(kWinogradPoints) * size_t(Padded(tiles * g.cin) + Padded(tiles * g.cout));
+}
+
+namespace {
+
+struct WinogradJob {
+  const ConvGeometry* g;
+  const PackedFilter* pf;
+  const WinogradFilter* wf;
+  const KernelSet* ks;
+  const float* input;
+  float* output;
+  const float* residual;
+  const float* zeros;  // cin zeros (input padding)
+  float* v;            // [16][tiles][cin], blocks v_stride apart
+  float* m;            // [16][tiles][cout], blocks m_stride apart
+  int64_t v_stride, m_stride;
+  int th, tw;  // tiles per image: rows, columns
+  ConvGeometry gemm;
+  ConvScratch* conv_scratch;
+};
+
+// V = B^T d B for the 4x4 input patches of tiles [t0, t0 + count) of one
+// tile row, C channels each: d[i][j] at in[4 * i + j] (the zero row when
+// outside the image).
+TSP_VECTOR_CLONES void InputTransformTile(const float* const* in, int cin, float* v,
+                                          int64_t v_stride) {
+  const float *__restrict d00 = in[0], *__restrict d01 = in[1], *__restrict d02 = in[2],
+                          *__restrict d03 = in[3], *__restrict d10 = in[4],
+                          *__restrict d11 = in[5], *__restrict d12 = in[6],
+                          *__restrict d13 = in[7], *__restrict d20 = in[8],
+                          *__restrict d21 = in[9], *__restrict d22 = in[10],
+                          *__restrict d23 = in[11], *__restrict d30 = in[12],
+                          *__restrict d31 = in[13], *__restrict d32 = in[14],
+                          *__restrict d33 = in[15];
+  for (int c = 0; c < cin; ++c) {
+    // Rows: B^T d = [d0 - d2, d1 + d2, d2 - d1, d1 - d3].
+    const float r00 = d00[c] - d20[c], r01 = d01[c] - d21[c], r02 = d02[c] - d22[c],
+                r03 = d03[c] - d23[c];
+    const float r10 = d10[c] + d20[c], r11 = d11[c] + d21[c], r12 = d12[c] + d22[c],
+                r13 = d13[c] + d23[c];
+    const float r20 = d20[c] - d10[c], r21 = d21[c] - d11[c], r22 = d22[c] - d12[c],
+                r23 = d23[c] - d13[c];
+    const float r30 = d10[c] - d30[c], r31 = d11[c] - d31[c], r32 = d12[c] - d32[c],
+                r33 = d13[c] - d33[c];
+    // Columns: the same combination.
+    float* o = v + c;
+    o[0 * v_stride] = r00 - r02;
+    o[1 * v_stride] = r01 + r02;
+    o[2 * v_stride] = r02 - r01;
+    o[3 * v_stride] = r01 - r03;
+    o[4 * v_stride] = r10 - r12;
+    o[5 * v_stride] = r11 + r12;
+    o[6 * v_stride] = r12 - r11;
+    o[7 * v_stride] = r11 - r13;
+    o[8 * v_stride] = r20 - r22;
+    o[9 * v_stride] = r21 + r22;
+    o[10 * v_stride] = r22 - r21;
+    o[11 * v_stride] = r21 - r23;
+    o[12 * v_stride] = r30 - r32;
+    o[13 * v_stride] = r31 + r32;
+    o[14 * v_stride] = r32 - r31;
+    o[15 * v_stride] = r31 - r33;
+  }
+}
+
+// Y = A^T M A + bias (+ residual), clamped, for one tile: the 2x2 outputs at
+// out[2 * i + j] (null when outside the image), residuals at res[2 * i + j]
+// (res itself null without a residual). Channels in blocks whose four
+// results are staged, so both loops vectorise.
+TSP_VECTOR_CLONES void OutputTransformTile(const float* m, int64_t m_stride, int cout,
+                                           const float* bias, float* const* out,
+                                           const float* const* res, float lo, float hi) {
+  constexpr int kBlock = 256;
+  float y[4][kBlock];
+  for (int o0 = 0; o0 < cout; o0 += kBlock) {
+    const int count = std::min(kBlock, cout - o0);
+    const float* p = m + o0;
+    for (int o = 0; o < count; ++o) {
+      // Rows: A^T M = [m0 + m1 + m2, m1 - m2 - m3]; then the same on columns.
+      float s[2][4];
+      for (int j = 0; j < 4; ++j) {
+        const float m0 = p[(0 + j) * m_stride + o], m1 = p[(4 + j) * m_stride + o],
+                    m2 = p[(8 + j) * m_stride + o], m3 = p[(12 + j) * m_stride + o];
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+      }
+      const float b = bias[o0 + o];
+      y[0][o] = s[0][0] + s[0][1] + s[0][2] + b;
+      y[1][o] = s[0][1] - s[0][2] - s[0][3] + b;
+      y[2][o] = s[1][0] + s[1][1] + s[1][2] + b;
+      y[3][o] = s[1][1] - s[1][2] - s[1][3] + b;
+    }
+    for (int q = 0; q < 4; ++q) {
+      float* __restrict dst = out[q];
+      if (dst == nullptr) continue;
+      dst += o0;
+      const float* yq = y[q];
+      if (res != nullptr) {
+        const float* __restrict r = res[q] + o0;
+        for (int o = 0; o < count; ++o) dst[o] = std::min(std::max(yq[o] + r[o], lo), hi);
+      } else {
+        for (int o = 0; o < count; ++o) dst[o] = std::min(std::max(yq[o], lo), hi);
+      }
+    }
+  }
+}
+
+// Tiles of one tile row (b, ty): task = b * th + ty.
+void InputTask(void* ctx, int64_t task, int /*thread*/) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  const ConvGeometry& g = *job.g;
+  const int b = int(task / job.th);
+  const int ty = int(task - int64_t(b) * job.th);
+  const float* image = job.input + size_t(b) * g.in_h * g.in_w * g.cin;
+  for (int tx = 0; tx < job.tw; ++tx) {
+    const float* in[16];
+    for (int i = 0; i < 4; ++i) {
+      const int iy = 2 * ty - g.pad_top + i;
+      for (int j = 0; j < 4; ++j) {
+        const int ix = 2 * tx - g.pad_left + j;
+        in[4 * i + j] = (iy >= 0 && iy < g.in_h && ix >= 0 && ix < g.in_w)
+                            ? image + (size_t(iy) * g.in_w + ix) * g.cin
+                            : job.zeros;
+      }
+    }
+    const int64_t tile = task * job.tw + tx;
+    InputTransformTile(in, g.cin, job.v + tile * g.cin, job.v_stride);
+  }
+}
+
+// One coordinate's product: M[xi] = V[xi] x U[xi] (a 1x1 sparse convolution
+// over the tiles).
+void ProductTask(void* ctx, int64_t xi, int thread) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  RunSparseConv(job.gemm, job.wf->u[size_t(xi)], *job.ks, job.v + xi * job.v_stride,
+                job.m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
+                nullptr);
+}
+
+void OutputTask(void* ctx, int64_t task, int /*thread*/) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  const ConvGeometry& g = *job.g;
+  const int b = int(task / job.th);
+  const int ty = int(task - int64_t(b) * job.th);
+  const size_t image = size_t(b) * g.out_h * g.out_w * g.cout;
+  for (int tx = 0; tx < job.tw; ++tx) {
+    float* out[4];
+    const float* res[4];
+    for (int i = 0; i < 2; ++i) {
+      for (int j = 0; j < 2; ++j) {
+        const int oy = 2 * ty + i, ox = 2 * tx + j;
+        const bool inside = oy < g.out_h && ox < g.out_w;
+        const size_t at = image + (size_t(oy) * g.out_w + ox) * g.cout;
+        out[2 * i + j] = inside ? job.output + at : nullptr;
+        res[2 * i + j] = (inside && job.residual) ? job.residual + at : job.pf->bias.get();
+      }
+    }
+    const int64_t tile = task * job.tw + tx;
+    OutputTransformTile(job.m + tile * g.cout, job.m_stride, g.cout, job.pf->bias.get(), out,
+                        job.residual ? res : nullptr, g.act_min, g.act_max);
+  }
+}
+
+}  // namespace
+
+void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const WinogradFilter& wf,
+                     const KernelSet& ks, const float* input, float* output,
+                     const float* residual, const float* zeros, float* scratch,
+                     ConvScratch* conv_scratch, ThreadPool* pool) {
+  WinogradJob job;
+  job.g = &g;
+  job.pf = &pf;
+  job.wf = &wf;
+  job.ks = &ks;
+  job.input = input;
+  job.output = output;
+  job.residual = residual;
+  job.zeros = zeros;
+  job.th = (g.out_h + 1) / 2;
+  job.tw = (g.out_w + 1) / 2;
+  const int64_t tiles = WinogradTiles(g);
+  job.v_stride = Padded(tiles * g.cin);
+  job.m_stride = Padded(tiles * g.cout);
+  job.v = scratch;
+  job.m = scratch + kWinogradPoints * job.v_stride;
+  job.conv_scratch = conv_scratch;
+  ConvGeometry& gg = job.gemm;
+  gg.batch = 1;
+  gg.in_h = gg.out_h = 1;
+  gg.in_w = gg.out_w = int(tiles);
+  gg.cin = g.cin;
+  gg.cout = g.cout;
+  gg.min_parallel_macs = g.min_parallel_macs;
+  const int64_t rows = int64_t(g.batch) * job.th;
+  // Products of small layers run on the calling thread (as RunSparseConv
+  // decides for a direct convolution).
+  const double kept_macs = double(pf.kept_blocks) * pf.taps * pf.n * double(g.pixels());
+  if (kept_macs < g.min_parallel_macs) pool = nullptr;
+  if (pool != nullptr && pool->size() > 1) {
+    pool->ParallelFor(rows, &InputTask, &job);
+    pool->ParallelFor(kWinogradPoints, &ProductTask, &job);
+    pool->ParallelFor(rows, &OutputTask, &job);
+  } else {
+    for (int64_t t = 0; t < rows; ++t) InputTask(&job, t, 0);
+    for (int xi = 0; xi < kWinogradPoints; ++xi) ProductTask(&job, xi, 0);
+    for (int64_t t = 0; t < rows; ++t) OutputTask(&job, t, 0);
+  }
+}
+
+}  // namespace tsp
