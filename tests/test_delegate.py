@@ -599,7 +599,7 @@ def test_interleaved_times_pause_between_invocations_untimed():
 
 
 # Layer -> whether the delegate runs it as Winograd F(2x2, 3x3) (rows keep
-# >= 48 input channels, >= 32 output tiles of 2x2).
+# >= 20 input channels, >= 32 output tiles of 2x2).
 WINOGRAD_LAYERS = {"w_same": True, "w_valid": True, "w_res": True, "direct_short": False}
 
 

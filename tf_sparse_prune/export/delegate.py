@@ -37,15 +37,16 @@ the estimate in its reason (e.g. MobileNetV2's first 1x1 layers, 16->96 and
 are in ``tflite_kernels/src/sparse_conv.h`` (``EstimatedCostRatio``).
 
 Winograd (``winograd``, default on, **our choice**): a claimed 3x3 stride-1
-convolution runs as Winograd F(2x2, 3x3) when its rows keep at least 48 input
-channels and its output has at least 32 2x2 tiles. A 1xN block spans the whole
+convolution runs as Winograd F(2x2, 3x3) when its rows keep at least 20 input
+channels, its output has at least 32 2x2 tiles and its transformed tensors fit
+in 4 MiB. A 1xN block spans the whole
 3x3 window, so it stays a block of the transformed filter and the layer becomes
 16 sparse 1x1 products over the same kept channels: 16 instead of 36
 multiply-adds per kept (input, output) pair and 2x2 tile, for two additions-only
 transforms and 16/9 of the weights. Results differ from the direct kernel by
 rounding only (relative ~1e-6). Where it pays, and why only there, is measured in
-``tflite_kernels/src/winograd.h`` (ResNet-50 1x16 at 0.5: 6% faster end to end;
-layers with short rows or 7x7 images stay direct).
+``tflite_kernels/src/winograd.h`` (ResNet-50 1x16, 1 thread: 9% faster end to end
+at 0.5, 6% at 0.8; layers with short rows, 7x7 images or 56x56 ones stay direct).
 
 Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp

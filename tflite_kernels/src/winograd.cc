@@ -22,7 +22,8 @@ bool WinogradApplies(const ConvGeometry& g, const PackedFilter& pf) {
 
 bool WinogradPays(const ConvGeometry& g, const PackedFilter& pf) {
   const double kept_per_row = double(pf.kept_blocks) / std::max(1, pf.rows);
-  return kept_per_row >= kWinogradMinKept && WinogradTiles(g) >= kWinogradMinTiles;
+  return kept_per_row >= kWinogradMinKept && WinogradTiles(g) >= kWinogradMinTiles &&
+         double(WinogradScratchFloats(g)) * sizeof(float) <= kWinogradMaxScratchBytes;
 }
 
 WinogradFilter TransformFilter(const PackedFilter& pf) {
@@ -113,90 +114,92 @@ struct WinogradJob {
   ConvScratch* conv_scratch;
 };
 
-// V = B^T d B for the 4x4 input patches of tiles [t0, t0 + count) of one
-// tile row, C channels each: d[i][j] at in[4 * i + j] (the zero row when
-// outside the image).
+// 16 floats as one value: GCC/Clang vector extensions, compiled to one
+// AVX-512 register, two AVX2 or four SSE ones by each clone. Loads and stores
+// are macros, not functions: a vector passed to or returned from a function
+// compiled for another target would change the calling convention.
+typedef float V16 __attribute__((vector_size(64)));
+#define TSP_LOAD16(p)                         \
+  ({                                          \
+    V16 v_;                                   \
+    __builtin_memcpy(&v_, (p), sizeof(V16));  \
+    v_;                                       \
+  })
+#define TSP_STORE16(p, x)                      \
+  do {                                         \
+    const V16 x_ = (x);                        \
+    __builtin_memcpy((p), &x_, sizeof(V16));   \
+  } while (0)
+
+// V = B^T d B for one tile, C channels: d[i][j] at in[4 * i + j] (the zero row
+// outside the image); coordinate xi goes to v + xi * v_stride.
+// Rows: B^T d = [d0 - d2, d1 + d2, d2 - d1, d1 - d3]; then the same on columns.
+#define TSP_INPUT_TRANSFORM(T, LOAD, STORE)                              \
+  do {                                                                   \
+    T d[4][4];                                                           \
+    for (int i = 0; i < 4; ++i) {                                        \
+      for (int j = 0; j < 4; ++j) d[i][j] = LOAD(in[4 * i + j] + c);     \
+    }                                                                    \
+    T r[4][4];                                                           \
+    for (int j = 0; j < 4; ++j) {                                        \
+      r[0][j] = d[0][j] - d[2][j];                                       \
+      r[1][j] = d[1][j] + d[2][j];                                       \
+      r[2][j] = d[2][j] - d[1][j];                                       \
+      r[3][j] = d[1][j] - d[3][j];                                       \
+    }                                                                    \
+    for (int i = 0; i < 4; ++i) {                                        \
+      STORE(v + (4 * i + 0) * v_stride + c, r[i][0] - r[i][2]);         \
+      STORE(v + (4 * i + 1) * v_stride + c, r[i][1] + r[i][2]);         \
+      STORE(v + (4 * i + 2) * v_stride + c, r[i][2] - r[i][1]);         \
+      STORE(v + (4 * i + 3) * v_stride + c, r[i][1] - r[i][3]);         \
+    }                                                                    \
+  } while (0)
+#define TSP_LOAD1(p) (*(p))
+#define TSP_STORE1(p, x) (*(p) = (x))
+
 TSP_VECTOR_CLONES void InputTransformTile(const float* const* in, int cin, float* v,
                                           int64_t v_stride) {
-  const float *__restrict d00 = in[0], *__restrict d01 = in[1], *__restrict d02 = in[2],
-                          *__restrict d03 = in[3], *__restrict d10 = in[4],
-                          *__restrict d11 = in[5], *__restrict d12 = in[6],
-                          *__restrict d13 = in[7], *__restrict d20 = in[8],
-                          *__restrict d21 = in[9], *__restrict d22 = in[10],
-                          *__restrict d23 = in[11], *__restrict d30 = in[12],
-                          *__restrict d31 = in[13], *__restrict d32 = in[14],
-                          *__restrict d33 = in[15];
-  for (int c = 0; c < cin; ++c) {
-    // Rows: B^T d = [d0 - d2, d1 + d2, d2 - d1, d1 - d3].
-    const float r00 = d00[c] - d20[c], r01 = d01[c] - d21[c], r02 = d02[c] - d22[c],
-                r03 = d03[c] - d23[c];
-    const float r10 = d10[c] + d20[c], r11 = d11[c] + d21[c], r12 = d12[c] + d22[c],
-                r13 = d13[c] + d23[c];
-    const float r20 = d20[c] - d10[c], r21 = d21[c] - d11[c], r22 = d22[c] - d12[c],
-                r23 = d23[c] - d13[c];
-    const float r30 = d10[c] - d30[c], r31 = d11[c] - d31[c], r32 = d12[c] - d32[c],
-                r33 = d13[c] - d33[c];
-    // Columns: the same combination.
-    float* o = v + c;
-    o[0 * v_stride] = r00 - r02;
-    o[1 * v_stride] = r01 + r02;
-    o[2 * v_stride] = r02 - r01;
-    o[3 * v_stride] = r01 - r03;
-    o[4 * v_stride] = r10 - r12;
-    o[5 * v_stride] = r11 + r12;
-    o[6 * v_stride] = r12 - r11;
-    o[7 * v_stride] = r11 - r13;
-    o[8 * v_stride] = r20 - r22;
-    o[9 * v_stride] = r21 + r22;
-    o[10 * v_stride] = r22 - r21;
-    o[11 * v_stride] = r21 - r23;
-    o[12 * v_stride] = r30 - r32;
-    o[13 * v_stride] = r31 + r32;
-    o[14 * v_stride] = r32 - r31;
-    o[15 * v_stride] = r31 - r33;
-  }
+  int c = 0;
+  for (; c + 16 <= cin; c += 16) TSP_INPUT_TRANSFORM(V16, TSP_LOAD16, TSP_STORE16);
+  for (; c < cin; ++c) TSP_INPUT_TRANSFORM(float, TSP_LOAD1, TSP_STORE1);
 }
 
 // Y = A^T M A + bias (+ residual), clamped, for one tile: the 2x2 outputs at
 // out[2 * i + j] (null when outside the image), residuals at res[2 * i + j]
-// (res itself null without a residual). Channels in blocks whose four
-// results are staged, so both loops vectorise.
+// (res itself null without a residual).
+// Rows: A^T M = [m0 + m1 + m2, m1 - m2 - m3]; then the same on columns.
+#define TSP_OUTPUT_TRANSFORM(T, LOAD, STORE, LO, HI)                                 \
+  do {                                                                               \
+    T s[2][4];                                                                       \
+    for (int j = 0; j < 4; ++j) {                                                    \
+      const T m0 = LOAD(m + (0 + j) * m_stride + o), m1 = LOAD(m + (4 + j) * m_stride + o), \
+              m2 = LOAD(m + (8 + j) * m_stride + o),                                 \
+              m3 = LOAD(m + (12 + j) * m_stride + o);                                \
+      s[0][j] = m0 + m1 + m2;                                                        \
+      s[1][j] = m1 - m2 - m3;                                                        \
+    }                                                                                \
+    const T b = LOAD(bias + o);                                                      \
+    for (int i = 0; i < 2; ++i) {                                                    \
+      const T y[2] = {s[i][0] + s[i][1] + s[i][2] + b, s[i][1] - s[i][2] - s[i][3] + b}; \
+      for (int j = 0; j < 2; ++j) {                                                  \
+        float* dst = out[2 * i + j];                                                 \
+        if (dst == nullptr) continue;                                                \
+        T value = y[j];                                                              \
+        if (res != nullptr) value += LOAD(res[2 * i + j] + o);                       \
+        value = value < (LO) ? (LO) : value;                                         \
+        value = value > (HI) ? (HI) : value;                                         \
+        STORE(dst + o, value);                                                       \
+      }                                                                              \
+    }                                                                                \
+  } while (0)
+
 TSP_VECTOR_CLONES void OutputTransformTile(const float* m, int64_t m_stride, int cout,
                                            const float* bias, float* const* out,
                                            const float* const* res, float lo, float hi) {
-  constexpr int kBlock = 256;
-  float y[4][kBlock];
-  for (int o0 = 0; o0 < cout; o0 += kBlock) {
-    const int count = std::min(kBlock, cout - o0);
-    const float* p = m + o0;
-    for (int o = 0; o < count; ++o) {
-      // Rows: A^T M = [m0 + m1 + m2, m1 - m2 - m3]; then the same on columns.
-      float s[2][4];
-      for (int j = 0; j < 4; ++j) {
-        const float m0 = p[(0 + j) * m_stride + o], m1 = p[(4 + j) * m_stride + o],
-                    m2 = p[(8 + j) * m_stride + o], m3 = p[(12 + j) * m_stride + o];
-        s[0][j] = m0 + m1 + m2;
-        s[1][j] = m1 - m2 - m3;
-      }
-      const float b = bias[o0 + o];
-      y[0][o] = s[0][0] + s[0][1] + s[0][2] + b;
-      y[1][o] = s[0][1] - s[0][2] - s[0][3] + b;
-      y[2][o] = s[1][0] + s[1][1] + s[1][2] + b;
-      y[3][o] = s[1][1] - s[1][2] - s[1][3] + b;
-    }
-    for (int q = 0; q < 4; ++q) {
-      float* __restrict dst = out[q];
-      if (dst == nullptr) continue;
-      dst += o0;
-      const float* yq = y[q];
-      if (res != nullptr) {
-        const float* __restrict r = res[q] + o0;
-        for (int o = 0; o < count; ++o) dst[o] = std::min(std::max(yq[o] + r[o], lo), hi);
-      } else {
-        for (int o = 0; o < count; ++o) dst[o] = std::min(std::max(yq[o], lo), hi);
-      }
-    }
-  }
+  const V16 vlo = V16{} + lo, vhi = V16{} + hi;
+  int o = 0;
+  for (; o + 16 <= cout; o += 16) TSP_OUTPUT_TRANSFORM(V16, TSP_LOAD16, TSP_STORE16, vlo, vhi);
+  for (; o < cout; ++o) TSP_OUTPUT_TRANSFORM(float, TSP_LOAD1, TSP_STORE1, lo, hi);
 }
 
 // Tiles of one tile row (b, ty): task = b * th + ty.

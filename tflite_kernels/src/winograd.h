@@ -38,13 +38,17 @@ bool WinogradApplies(const ConvGeometry& g, const PackedFilter& pf);
 
 // Whether F(2x2, 3x3) is expected to beat the direct kernel (ResNet-50 1x16 in
 // the model, 1 thread, Zen 5): it saves 20 of 36 multiply-adds per kept pair
-// and tile, but adds two transforms per tile and channel and reads 16/9 of
-// the weights, so it needs long rows and enough tiles to share the weights.
-// Measured: 3x3 256 at 14x14 1.23x (0.5, 128 kept per row), 1.08x (0.8, 51),
-// 0.92x (0.9, 26); 128 at 28x28 1.27x (0.5, 64), 0.85x (0.8, 26); 512 at 7x7
-// (16 tiles) 0.63-0.66x at every sparsity; 64 at 56x56 0.80x (0.5, 32).
-constexpr double kWinogradMinKept = 48.0;
+// and tile, but adds two transforms per tile and channel, reads 16/9 of the
+// weights and writes and reads 16 * tiles * (cin + cout) floats of scratch.
+// So it needs rows long enough to pay for the transforms, enough tiles to
+// share the weights, and a scratch that stays near the core. Measured, direct
+// time / Winograd time: 3x3 256 at 14x14 1.46x (0.5, 128 kept per row), 1.24x
+// (0.8, 51), 1.17x (0.9, 26); 128 at 28x28 1.55x (0.5, 64), 1.20x (0.8, 26),
+// 0.98x (0.9, 13); 512 at 7x7 (16 tiles) 0.72-0.81x; 64 at 56x56 (6.4 MB of
+// scratch) 1.04x (0.5, 32), 0.54x (0.8, 13).
+constexpr double kWinogradMinKept = 20.0;
 constexpr int64_t kWinogradMinTiles = 32;
+constexpr double kWinogradMaxScratchBytes = 4.0 * 1024 * 1024;
 bool WinogradPays(const ConvGeometry& g, const PackedFilter& pf);
 
 // U = G g G^T of every kept block, computed in double (allocates).

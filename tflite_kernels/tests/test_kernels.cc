@@ -379,6 +379,34 @@ void TestPadding() {
 
 }  // namespace
 
+// Which 3x3 layers take Winograd: ResNet-50's shapes at the sparsities its
+// rule was measured on (winograd.h).
+void TestWinogradPays() {
+  auto layer = [](int hw, int c, double sparsity, int k = 3, int stride = 1) {
+    tsp::ConvGeometry g;
+    g.in_h = g.in_w = hw;
+    g.cin = g.cout = c;
+    g.kh = g.kw = k;
+    g.stride_h = g.stride_w = stride;
+    tsp::ComputeSamePadding(hw, k, stride, 1, &g.out_h, &g.pad_top);
+    tsp::ComputeSamePadding(hw, k, stride, 1, &g.out_w, &g.pad_left);
+    tsp::PackedFilter pf;
+    pf.n = 16;
+    pf.rows = c / 16;
+    pf.kh = pf.kw = k;
+    pf.taps = k * k;
+    pf.cin = c;
+    pf.kept_blocks = int64_t(pf.rows * c * (1.0 - sparsity) + 0.5);
+    return tsp::WinogradApplies(g, pf) && tsp::WinogradPays(g, pf);
+  };
+  CHECK(layer(14, 256, 0.5) && layer(14, 256, 0.9), "3x3 256 at 14x14 takes Winograd");
+  CHECK(layer(28, 128, 0.8), "3x3 128 at 28x28, 26 kept per row, takes Winograd");
+  CHECK(!layer(28, 128, 0.9), "3x3 128 at 28x28, 13 kept per row: too short");
+  CHECK(!layer(7, 512, 0.5), "7x7 images (16 tiles) stay direct");
+  CHECK(!layer(56, 64, 0.5), "56x56 x 64: 6.4 MB of scratch, stays direct");
+  CHECK(!layer(14, 256, 0.5, 3, 2) && !layer(14, 256, 0.5, 1), "stride 2 and 1x1 never");
+}
+
 int main(int argc, char** argv) {
   unsigned seed = argc > 1 ? unsigned(std::strtoul(argv[1], nullptr, 10)) : 1234u;
   std::mt19937 rng(seed);
@@ -392,6 +420,7 @@ int main(int argc, char** argv) {
   TestCostModel();
   TestStridedTileFitsL1();
   TestPlanArena(rng);
+  TestWinogradPays();
 
   // Fixed configurations covering the list.
   std::vector<Config> configs = {
