@@ -268,10 +268,12 @@ def ceiling_table() -> str:
             + (f"{planar:.2f}x |" if planar else "- |")
         )
     return (
-        "The micro-kernel's ceiling (`benchmarks/ceiling.py`, 1 thread): each claimed layer "
-        "timed at the bare 1x16 micro-kernel's speed on L1-resident data for its row length "
-        "(`bench_kernels ukernel`), plus the nodes left to XNNPACK as profiled. A target above "
-        "the ceiling speed-up needs a faster micro-kernel, not a better driver. The last column "
+        "The direct micro-kernel's ceiling (`benchmarks/ceiling.py`, 1 thread, Winograd "
+        "off: the delegate and its speed-up here run every layer on the direct kernel): each "
+        "claimed layer timed at the bare 1x16 micro-kernel's speed on L1-resident data for its "
+        "row length (`bench_kernels ukernel`), plus the nodes left to XNNPACK as profiled. A "
+        "target above the ceiling speed-up needs a faster micro-kernel or fewer multiply-adds "
+        "(Winograd, on by default, does fewer for some 3x3 layers). The last column "
         "is a design study (`bench_kernels layouts`): the same rows vectorised over the pixels "
         "of a channel-major tile, 8 output channels x 32 pixels per pass, a layout the "
         "delegate does not use yet.\n\n" + "\n".join(lines)

@@ -720,7 +720,8 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
                    WinogradApplies(g, op->pf) && WinogradPays(g, op->pf);
     if (op->winograd) {
       if (!op->wf.valid()) op->wf = TransformFilter(op->pf);
-      const size_t floats = WinogradScratchFloats(g);
+      const size_t floats =
+          WinogradScratchFloats(g, part->data->pool ? part->data->pool->size() : 1);
       if (floats > part->winograd_floats) {
         part->winograd_scratch = AlignedAlloc<float>(floats);
         part->winograd_floats = floats;

@@ -22,8 +22,7 @@ bool WinogradApplies(const ConvGeometry& g, const PackedFilter& pf) {
 
 bool WinogradPays(const ConvGeometry& g, const PackedFilter& pf) {
   const double kept_per_row = double(pf.kept_blocks) / std::max(1, pf.rows);
-  return kept_per_row >= kWinogradMinKept && WinogradTiles(g) >= kWinogradMinTiles &&
-         double(WinogradScratchFloats(g)) * sizeof(float) <= kWinogradMaxScratchBytes;
+  return kept_per_row >= kWinogradMinKept && WinogradTiles(g) >= kWinogradMinTiles;
 }
 
 WinogradFilter TransformFilter(const PackedFilter& pf) {
@@ -90,10 +89,6 @@ int64_t Padded(int64_t floats) { return (floats + 1023) / 1024 * 1024 + 16; }
 
 }  // namespace
 
-size_t WinogradScratchFloats(const ConvGeometry& g) {
-  const int64_t tiles = WinogradTiles(g);
-  return size_t(kWinogradPoints) * size_t(Padded(tiles * g.cin) + Padded(tiles * g.cout));
-}
 
 namespace {
 
@@ -110,6 +105,9 @@ struct WinogradJob {
   float* m;            // [16][tiles][cout], blocks m_stride apart
   int64_t v_stride, m_stride;
   int th, tw;  // tiles per image: rows, columns
+  int64_t rows;        // tile rows: batch * th
+  int chunk_rows;      // tile rows per chunk (chunked mode), or 0
+  int64_t chunk_floats;  // one thread's scratch in chunked mode
   ConvGeometry gemm;
   ConvScratch* conv_scratch;
 };
@@ -202,12 +200,13 @@ TSP_VECTOR_CLONES void OutputTransformTile(const float* m, int64_t m_stride, int
   for (; o < cout; ++o) TSP_OUTPUT_TRANSFORM(float, TSP_LOAD1, TSP_STORE1, lo, hi);
 }
 
-// Tiles of one tile row (b, ty): task = b * th + ty.
-void InputTask(void* ctx, int64_t task, int /*thread*/) {
-  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+// The tiles of tile row `row` (b * th + ty): their transformed inputs into
+// v (coordinate blocks v_stride apart), tile t at t - first_tile.
+void InputRow(const WinogradJob& job, int64_t row, float* v, int64_t v_stride,
+              int64_t first_tile) {
   const ConvGeometry& g = *job.g;
-  const int b = int(task / job.th);
-  const int ty = int(task - int64_t(b) * job.th);
+  const int b = int(row / job.th);
+  const int ty = int(row - int64_t(b) * job.th);
   const float* image = job.input + size_t(b) * g.in_h * g.in_w * g.cin;
   for (int tx = 0; tx < job.tw; ++tx) {
     const float* in[16];
@@ -220,25 +219,18 @@ void InputTask(void* ctx, int64_t task, int /*thread*/) {
                             : job.zeros;
       }
     }
-    const int64_t tile = task * job.tw + tx;
-    InputTransformTile(in, g.cin, job.v + tile * g.cin, job.v_stride);
+    const int64_t tile = row * job.tw + tx - first_tile;
+    InputTransformTile(in, g.cin, v + tile * g.cin, v_stride);
   }
 }
 
-// One coordinate's product: M[xi] = V[xi] x U[xi] (a 1x1 sparse convolution
-// over the tiles).
-void ProductTask(void* ctx, int64_t xi, int thread) {
-  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
-  RunSparseConv(job.gemm, job.wf->u[size_t(xi)], *job.ks, job.v + xi * job.v_stride,
-                job.m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
-                nullptr);
-}
-
-void OutputTask(void* ctx, int64_t task, int /*thread*/) {
-  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+// The outputs of tile row `row` from the products in m (tile t at
+// t - first_tile).
+void OutputRow(const WinogradJob& job, int64_t row, const float* m, int64_t m_stride,
+               int64_t first_tile) {
   const ConvGeometry& g = *job.g;
-  const int b = int(task / job.th);
-  const int ty = int(task - int64_t(b) * job.th);
+  const int b = int(row / job.th);
+  const int ty = int(row - int64_t(b) * job.th);
   const size_t image = size_t(b) * g.out_h * g.out_w * g.cout;
   for (int tx = 0; tx < job.tw; ++tx) {
     float* out[4];
@@ -252,13 +244,73 @@ void OutputTask(void* ctx, int64_t task, int /*thread*/) {
         res[2 * i + j] = (inside && job.residual) ? job.residual + at : job.pf->bias.get();
       }
     }
-    const int64_t tile = task * job.tw + tx;
-    OutputTransformTile(job.m + tile * g.cout, job.m_stride, g.cout, job.pf->bias.get(), out,
+    const int64_t tile = row * job.tw + tx - first_tile;
+    OutputTransformTile(m + tile * g.cout, m_stride, g.cout, job.pf->bias.get(), out,
                         job.residual ? res : nullptr, g.act_min, g.act_max);
   }
 }
 
+void InputTask(void* ctx, int64_t row, int /*thread*/) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  InputRow(job, row, job.v, job.v_stride, 0);
+}
+
+// One coordinate's product: M[xi] = V[xi] x U[xi] (a 1x1 sparse convolution
+// over the tiles).
+void ProductTask(void* ctx, int64_t xi, int thread) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  RunSparseConv(job.gemm, job.wf->u[size_t(xi)], *job.ks, job.v + xi * job.v_stride,
+                job.m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
+                nullptr);
+}
+
+void OutputTask(void* ctx, int64_t row, int /*thread*/) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  OutputRow(job, row, job.m, job.m_stride, 0);
+}
+
+// Chunked mode: tile rows [chunk * chunk_rows, ...) through all three steps
+// on one thread, in that thread's part of the scratch (a few hundred KiB:
+// stays in L2 between the steps).
+void ChunkTask(void* ctx, int64_t chunk, int thread) {
+  const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
+  const int64_t r0 = chunk * job.chunk_rows;
+  const int64_t r1 = std::min(job.rows, r0 + job.chunk_rows);
+  const int64_t first = r0 * job.tw;
+  const int64_t tiles = (r1 - r0) * job.tw;
+  float* v = job.v + int64_t(thread) * job.chunk_floats;
+  float* m = v + kWinogradPoints * job.v_stride;
+  for (int64_t r = r0; r < r1; ++r) InputRow(job, r, v, job.v_stride, first);
+  ConvGeometry gg = job.gemm;
+  gg.in_w = gg.out_w = int(tiles);
+  for (int xi = 0; xi < kWinogradPoints; ++xi) {
+    RunSparseConv(gg, job.wf->u[size_t(xi)], *job.ks, v + xi * job.v_stride,
+                  m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
+                  nullptr);
+  }
+  for (int64_t r = r0; r < r1; ++r) OutputRow(job, r, m, job.m_stride, first);
+}
+
 }  // namespace
+
+int WinogradChunkRows(const ConvGeometry& g) {
+  const int64_t tiles = WinogradTiles(g);
+  const double whole = double(kWinogradPoints) * double(Padded(tiles * g.cin) +
+                                                        Padded(tiles * g.cout)) * sizeof(float);
+  if (whole <= kWinogradMaxScratchBytes) return 0;
+  const int tw = (g.out_w + 1) / 2;
+  const double per_tile = double(kWinogradPoints) * (g.cin + g.cout) * sizeof(float);
+  return std::max(1, int(kWinogradChunkBytes / per_tile) / tw);
+}
+
+size_t WinogradScratchFloats(const ConvGeometry& g, int threads) {
+  const int chunk_rows = WinogradChunkRows(g);
+  const int64_t tiles =
+      chunk_rows == 0 ? WinogradTiles(g) : int64_t(chunk_rows) * ((g.out_w + 1) / 2);
+  const size_t per = size_t(kWinogradPoints) * size_t(Padded(tiles * g.cin) +
+                                                       Padded(tiles * g.cout));
+  return chunk_rows == 0 ? per : per * size_t(std::max(1, threads));
+}
 
 void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const WinogradFilter& wf,
                      const KernelSet& ks, const float* input, float* output,
@@ -275,9 +327,13 @@ void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const Winogr
   job.zeros = zeros;
   job.th = (g.out_h + 1) / 2;
   job.tw = (g.out_w + 1) / 2;
-  const int64_t tiles = WinogradTiles(g);
+  job.rows = int64_t(g.batch) * job.th;
+  job.chunk_rows = WinogradChunkRows(g);
+  const int64_t tiles =
+      job.chunk_rows == 0 ? WinogradTiles(g) : int64_t(job.chunk_rows) * job.tw;
   job.v_stride = Padded(tiles * g.cin);
   job.m_stride = Padded(tiles * g.cout);
+  job.chunk_floats = kWinogradPoints * (job.v_stride + job.m_stride);
   job.v = scratch;
   job.m = scratch + kWinogradPoints * job.v_stride;
   job.conv_scratch = conv_scratch;
@@ -288,19 +344,26 @@ void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const Winogr
   gg.cin = g.cin;
   gg.cout = g.cout;
   gg.min_parallel_macs = g.min_parallel_macs;
-  const int64_t rows = int64_t(g.batch) * job.th;
   // Products of small layers run on the calling thread (as RunSparseConv
   // decides for a direct convolution).
   const double kept_macs = double(pf.kept_blocks) * pf.taps * pf.n * double(g.pixels());
   if (kept_macs < g.min_parallel_macs) pool = nullptr;
-  if (pool != nullptr && pool->size() > 1) {
-    pool->ParallelFor(rows, &InputTask, &job);
+  const bool parallel = pool != nullptr && pool->size() > 1;
+  if (job.chunk_rows > 0) {
+    const int64_t chunks = (job.rows + job.chunk_rows - 1) / job.chunk_rows;
+    if (parallel) {
+      pool->ParallelFor(chunks, &ChunkTask, &job);
+    } else {
+      for (int64_t c = 0; c < chunks; ++c) ChunkTask(&job, c, 0);
+    }
+  } else if (parallel) {
+    pool->ParallelFor(job.rows, &InputTask, &job);
     pool->ParallelFor(kWinogradPoints, &ProductTask, &job);
-    pool->ParallelFor(rows, &OutputTask, &job);
+    pool->ParallelFor(job.rows, &OutputTask, &job);
   } else {
-    for (int64_t t = 0; t < rows; ++t) InputTask(&job, t, 0);
+    for (int64_t t = 0; t < job.rows; ++t) InputTask(&job, t, 0);
     for (int xi = 0; xi < kWinogradPoints; ++xi) ProductTask(&job, xi, 0);
-    for (int64_t t = 0; t < rows; ++t) OutputTask(&job, t, 0);
+    for (int64_t t = 0; t < job.rows; ++t) OutputTask(&job, t, 0);
   }
 }
 

@@ -40,15 +40,17 @@ bool WinogradApplies(const ConvGeometry& g, const PackedFilter& pf);
 // the model, 1 thread, Zen 5): it saves 20 of 36 multiply-adds per kept pair
 // and tile, but adds two transforms per tile and channel, reads 16/9 of the
 // weights and writes and reads 16 * tiles * (cin + cout) floats of scratch.
-// So it needs rows long enough to pay for the transforms, enough tiles to
-// share the weights, and a scratch that stays near the core. Measured, direct
-// time / Winograd time: 3x3 256 at 14x14 1.46x (0.5, 128 kept per row), 1.24x
-// (0.8, 51), 1.17x (0.9, 26); 128 at 28x28 1.55x (0.5, 64), 1.20x (0.8, 26),
-// 0.98x (0.9, 13); 512 at 7x7 (16 tiles) 0.72-0.81x; 64 at 56x56 (6.4 MB of
-// scratch) 1.04x (0.5, 32), 0.54x (0.8, 13).
+// So it needs rows long enough to pay for the transforms and enough tiles to
+// share the weights. Measured, direct time / Winograd time: 3x3 256 at 14x14
+// 1.46x (0.5, 128 kept per row), 1.24x (0.8, 51), 1.17x (0.9, 26); 128 at
+// 28x28 1.55x (0.5, 64), 1.20x (0.8, 26), 0.98x (0.9, 13); 512 at 7x7 (16
+// tiles) 0.72-0.81x; 64 at 56x56 (0.5, 32 kept) 1.04x in three steps over
+// 6.4 MB of scratch, ~1.4x in chunks (WinogradChunkRows; end to end 3% at
+// 0.5), 0.54x at 0.8 (13 kept).
 constexpr double kWinogradMinKept = 20.0;
 constexpr int64_t kWinogradMinTiles = 32;
 constexpr double kWinogradMaxScratchBytes = 4.0 * 1024 * 1024;
+constexpr double kWinogradChunkBytes = 512.0 * 1024;
 bool WinogradPays(const ConvGeometry& g, const PackedFilter& pf);
 
 // U = G g G^T of every kept block, computed in double (allocates).
@@ -56,14 +58,19 @@ WinogradFilter TransformFilter(const PackedFilter& pf);
 
 // 2x2 output tiles of the layer: batch * ceil(out_h / 2) * ceil(out_w / 2).
 int64_t WinogradTiles(const ConvGeometry& g);
-// Floats of the scratch RunWinogradConv needs: the transformed input and the
-// 16 products, 16 * tiles * (cin + cout).
-size_t WinogradScratchFloats(const ConvGeometry& g);
+// Tile rows per chunk, or 0. A layer whose transformed input and products
+// (16 * tiles * (cin + cout) floats) fit in kWinogradMaxScratchBytes runs in
+// three steps over all its tiles (each a pool job); a larger one runs in
+// chunks of tile rows of about kWinogradChunkBytes, each chunk through all
+// three steps on one thread, so its scratch stays in L2.
+int WinogradChunkRows(const ConvGeometry& g);
+// Floats of the scratch RunWinogradConv needs with `threads` pool threads.
+size_t WinogradScratchFloats(const ConvGeometry& g, int threads);
 
 // Runs the convolution: input transform, 16 sparse 1x1 products, output
 // transform with bias, `residual` (may be null, the output's layout) and the
 // activation clamp. `zeros` holds cin zero floats (padding), `scratch`
-// WinogradScratchFloats(g) floats (64-byte aligned), `conv_scratch` one
+// WinogradScratchFloats(g, pool threads) floats (64-byte aligned), `conv_scratch` one
 // ConvScratch per pool thread (reserved for 1 tap). Allocates nothing.
 void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const WinogradFilter& wf,
                      const KernelSet& ks, const float* input, float* output,
