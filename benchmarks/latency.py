@@ -198,6 +198,16 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _winograd_nodes(flat: bytes, threads: int, winograd: bool = True) -> int:
+    """How many claimed convolutions the delegate runs as Winograd F(2x2, 3x3)."""
+    from tf_sparse_prune.export.bench_cli import profile_delegate
+
+    if not winograd:
+        return 0
+    prof = profile_delegate(flat, threads=threads, runs=1, min_sparsity=0.0, cost_model=False)
+    return sum(n.winograd for n in prof.nodes)
+
+
 def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
     from tf_sparse_prune.export.bench_cli import compare_latency
 
@@ -211,6 +221,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         width_aware=args.width_aware,
         cost_model=args.cost_model,
         fuse_residual=args.fuse_residual,
+        winograd=args.winograd,
         **kw,
     )
     return {
@@ -224,6 +235,8 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         "max_rel_diff": r.max_rel_diff,
         "fuse_residual": args.fuse_residual,
         "claimed_adds": sum(" ADD " in c for c in r.claimed),
+        "winograd": args.winograd,
+        "winograd_nodes": _winograd_nodes(flat, threads, args.winograd),
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -306,7 +319,8 @@ def _set_image(interps: dict[str, Any]) -> None:
 
 
 def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
-    """Stock vs delegate without / with fused residual ADDs, 3-way interleaved."""
+    """Stock vs delegate without / with fused residual ADDs, and with fused ADDs but
+    Winograd off (every layer on the direct kernel), 4-way interleaved."""
     from ai_edge_litert.interpreter import Interpreter
 
     from tf_sparse_prune.export.bench_cli import interleaved_times
@@ -320,9 +334,13 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
         for threads in args.threads:
             interps = {"xnnpack": Interpreter(model_content=flat, num_threads=threads)}
             interps["xnnpack"].allocate_tensors()
-            for key, fuse in (("unfused", False), ("fused", True)):
+            for key, fuse, wino in (
+                ("unfused", False, True),
+                ("fused", True, True),
+                ("direct", True, False),
+            ):
                 interps[key] = SparseInterpreter(
-                    model_content=flat, num_threads=threads, fuse_residual=fuse
+                    model_content=flat, num_threads=threads, fuse_residual=fuse, winograd=wino
                 )
             _set_image(interps)
             times = interleaved_times(interps, args.runs, args.warmup)
@@ -336,6 +354,9 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
                 "fused_ms": round(med["fused"], 4),
                 "ratio_unfused": round(med["xnnpack"] / med["unfused"], 3),
                 "ratio_fused": round(med["xnnpack"] / med["fused"], 3),
+                "direct_ms": round(med["direct"], 4),
+                "ratio_direct": round(med["xnnpack"] / med["direct"], 3),
+                "winograd_nodes": _winograd_nodes(flat, threads),
                 "claimed_adds": sum(
                     n.op == "ADD" for n in delegated_nodes(interps["fused"]).claimed
                 ),
@@ -344,7 +365,8 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
             log(
                 f"resnet50 s={sparsity} t={threads}: xnnpack {row['xnnpack_ms']:.2f} ms, "
                 f"unfused {row['unfused_ms']:.2f} ms ({row['ratio_unfused']:.2f}x), fused "
-                f"{row['fused_ms']:.2f} ms ({row['ratio_fused']:.2f}x)"
+                f"{row['fused_ms']:.2f} ms ({row['ratio_fused']:.2f}x), Winograd off "
+                f"{row['direct_ms']:.2f} ms ({row['ratio_direct']:.2f}x)"
             )
             del interps
     return {"rows": rows}
@@ -369,7 +391,10 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
             interps[f"xnnpack_{t}"] = Interpreter(model_content=flat, num_threads=t)
             interps[f"xnnpack_{t}"].allocate_tensors()
             interps[f"delegate_{t}"] = SparseInterpreter(
-                model_content=flat, num_threads=t, fuse_residual=args.fuse_residual
+                model_content=flat,
+                num_threads=t,
+                fuse_residual=args.fuse_residual,
+                winograd=args.winograd,
             )
         _set_image(interps)
         # Stock XNNPACK's own scaling tells whether the machine gave us its cores
@@ -566,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="leave residual ADDs to TFLite (default: the delegate runs them in its convs)",
     )
+    p.add_argument(
+        "--no-winograd",
+        dest="winograd",
+        action="store_false",
+        help="run every 3x3 layer on the direct kernel (default: Winograd where it pays)",
+    )
     args = p.parse_args(argv)
     if args.runs < 30:
         print("note: fewer than 30 runs; the issue asks for medians of >= 30", file=sys.stderr)
@@ -609,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                 "width_aware": sub.width_aware,
                 "cost_model": sub.cost_model,
                 "fuse_residual": sub.fuse_residual,
+                "winograd": sub.winograd,
                 "ab_interleaved": True,
                 "statistic": "median",
             },

@@ -196,21 +196,27 @@ def fusion_table() -> str:
         return ""
     lines = [
         "| model | sparsity | threads | XNNPACK ms | delegate, ADDs left to XNNPACK | "
-        "delegate, ADDs fused | claimed ADDs |",
-        "|---|---|---|---|---|---|---|",
+        "delegate (default: ADDs fused, Winograd) | same, Winograd off | Winograd layers | "
+        "claimed ADDs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["threads"], r["sparsity"])):
+        direct = f"{r['direct_ms']:.1f} ms ({r['ratio_direct']:.2f}x)" if "direct_ms" in r else "-"
         lines.append(
             f"| {r['model']} | {r['sparsity']:g} | {r['threads']} | {r['xnnpack_ms']:.1f} | "
             f"{r['unfused_ms']:.1f} ms ({r['ratio_unfused']:.2f}x) | "
-            f"{r['fused_ms']:.1f} ms ({r['ratio_fused']:.2f}x) | {r['claimed_adds']} |"
+            f"{r['fused_ms']:.1f} ms ({r['ratio_fused']:.2f}x) | {direct} | "
+            f"{r.get('winograd_nodes', '-')} | {r['claimed_adds']} |"
         )
     return (
         "Residual ADDs run in the epilogue of the convolution that feeds them "
-        "(`fuse_residual`, default on) vs left to XNNPACK: the three interpreters "
-        "interleaved in one loop (`benchmarks/latency.py --sections fusion`), medians of "
-        f"{'/'.join(str(r) for r in sorted(runs))} runs; 1 and 2 threads are separate "
-        "invocations (their scaling is in the next table).\n\n" + "\n".join(lines)
+        "(`fuse_residual`, default on) vs left to XNNPACK, and the default delegate vs the "
+        "same with Winograd off (every 3x3 layer on the direct kernel; Winograd F(2x2, 3x3) "
+        "does 16 instead of 36 multiply-adds per kept pair and 2x2 tile, so part of the "
+        "default's speed-up is arithmetic a dense Winograd would save too): the four "
+        "interpreters interleaved in one loop (`benchmarks/latency.py --sections fusion`), "
+        f"medians of {'/'.join(str(r) for r in sorted(runs))} runs; 1 and 2 threads are "
+        "separate invocations (their scaling is in the next table).\n\n" + "\n".join(lines)
     )
 
 
