@@ -198,13 +198,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _winograd_nodes(flat: bytes, threads: int, winograd: bool = True) -> int:
-    """How many claimed convolutions the delegate runs as Winograd F(2x2, 3x3)."""
+def _winograd_nodes(flat: bytes, threads: int, **delegate_options: Any) -> int:
+    """How many claimed convolutions the delegate runs as Winograd F(2x2, 3x3)
+    (0 when it claims none)."""
     from tf_sparse_prune.export.bench_cli import profile_delegate
 
-    if not winograd:
+    try:
+        prof = profile_delegate(flat, threads=threads, runs=1, **delegate_options)
+    except RuntimeError:  # nothing claimed: no profile written
         return 0
-    prof = profile_delegate(flat, threads=threads, runs=1, min_sparsity=0.0, cost_model=False)
     return sum(n.winograd for n in prof.nodes)
 
 
@@ -212,18 +214,14 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
     from tf_sparse_prune.export.bench_cli import compare_latency
 
     load_before = os.getloadavg()[0]
-    r = compare_latency(
-        flat,
-        threads=threads,
-        runs=args.runs,
-        warmup=args.warmup,
-        min_sparsity=args.min_sparsity,
-        width_aware=args.width_aware,
-        cost_model=args.cost_model,
-        fuse_residual=args.fuse_residual,
-        winograd=args.winograd,
-        **kw,
-    )
+    options = {
+        "min_sparsity": args.min_sparsity,
+        "width_aware": args.width_aware,
+        "cost_model": args.cost_model,
+        "fuse_residual": args.fuse_residual,
+        "winograd": args.winograd,
+    }
+    r = compare_latency(flat, threads=threads, runs=args.runs, warmup=args.warmup, **options, **kw)
     return {
         "threads": threads,
         "xnnpack_ms": round(r.dense_ms, 4),
@@ -236,7 +234,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         "fuse_residual": args.fuse_residual,
         "claimed_adds": sum(" ADD " in c for c in r.claimed),
         "winograd": args.winograd,
-        "winograd_nodes": _winograd_nodes(flat, threads, args.winograd),
+        "winograd_nodes": _winograd_nodes(flat, threads, **options) if r.claimed else 0,
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -356,7 +354,7 @@ def bench_fusion(args: argparse.Namespace) -> dict[str, Any]:
                 "ratio_fused": round(med["xnnpack"] / med["fused"], 3),
                 "direct_ms": round(med["direct"], 4),
                 "ratio_direct": round(med["xnnpack"] / med["direct"], 3),
-                "winograd_nodes": _winograd_nodes(flat, threads),
+                "winograd_nodes": _winograd_nodes(flat, threads, winograd=True),
                 "claimed_adds": sum(
                     n.op == "ADD" for n in delegated_nodes(interps["fused"]).claimed
                 ),

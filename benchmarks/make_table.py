@@ -221,34 +221,45 @@ def fusion_table() -> str:
 
 
 def scaling_table() -> str:
-    path = RESULTS / "latency_scaling.json"
-    if not path.exists():
+    """Every ``latency_scaling*.json``: the main loop, repeats (``--tag repeat``) and
+    the delegate with Winograd off (``--no-winograd --tag nowinograd``), each row
+    labelled with its loop."""
+    runs = []
+    for path in sorted(RESULTS.glob("latency_scaling*.json")):
+        data = json.loads(path.read_text())
+        if data["rows"]:
+            tag = path.stem.removeprefix("latency_scaling").lstrip("_") or "main"
+            if not data["settings"].get("winograd", True):
+                tag += " (Winograd off)"
+            runs.append((tag, data))
+    if not runs:
         return ""
-    data = json.loads(path.read_text())
-    rows = data["rows"]
-    if not rows:
-        return ""
-    threads = [str(t) for t in rows[0]["threads"]]
+    threads = [str(t) for t in runs[0][1]["rows"][0]["threads"]]
     head = (
-        "| model | sparsity | "
+        "| loop | model | sparsity | "
         + " | ".join(f"XNNPACK {t}t | delegate {t}t" for t in threads)
         + " |"
     )
-    lines = [head, "|---|---|" + "---|---|" * len(threads)]
-    for r in sorted(rows, key=lambda r: r["sparsity"]):
-        cells = []
-        for t in threads:
-            cells.append(f"{r['xnnpack_ms'][t]:.1f} ms (x{r['xnnpack_scaling'][t]:.2f})")
-            cells.append(
-                f"{r['delegate_ms'][t]:.1f} ms (x{r['delegate_scaling'][t]:.2f}; "
-                f"{r['ratio'][t]:.2f}x faster)"
+    lines = [head, "|---|---|---|" + "---|---|" * len(threads)]
+    for tag, data in sorted(runs, key=lambda r: r[0] != "main"):
+        for r in sorted(data["rows"], key=lambda r: r["sparsity"]):
+            cells = []
+            for t in threads:
+                cells.append(f"{r['xnnpack_ms'][t]:.1f} ms (x{r['xnnpack_scaling'][t]:.2f})")
+                cells.append(
+                    f"{r['delegate_ms'][t]:.1f} ms (x{r['delegate_scaling'][t]:.2f}; "
+                    f"{r['ratio'][t]:.2f}x faster)"
+                )
+            lines.append(
+                f"| {tag} | {r['model']} | {r['sparsity']:g} | " + " | ".join(cells) + " |"
             )
-        lines.append(f"| {r['model']} | {r['sparsity']:g} | " + " | ".join(cells) + " |")
+    settings = sorted({d["settings"]["runs"] for _, d in runs})
     return (
         "Thread scaling: stock and delegate at every thread count interleaved in one loop "
-        f"(`benchmarks/latency.py --sections scaling`, medians of {data['settings']['runs']} "
-        "runs); (xK) is the speed-up over the same interpreter at "
-        f"{threads[0]} thread.\n\n" + "\n".join(lines)
+        "(`benchmarks/latency.py --sections scaling`, medians of "
+        f"{'/'.join(map(str, settings))} runs); (xK) is the speed-up over the same "
+        f"interpreter at {threads[0]} thread. Every loop run for these results is listed: "
+        "the VM's speed changes between loops.\n\n" + "\n".join(lines)
     )
 
 

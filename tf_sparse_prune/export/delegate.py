@@ -45,8 +45,9 @@ in 4 MiB. A 1xN block spans the whole
 multiply-adds per kept (input, output) pair and 2x2 tile, for two additions-only
 transforms and 16/9 of the weights. Results differ from the direct kernel by
 rounding only (relative ~1e-6). Where it pays, and why only there, is measured in
-``tflite_kernels/src/winograd.h`` (ResNet-50 1x16, 1 thread: 9% faster end to end
-at 0.5, 6% at 0.8; layers with short rows, 7x7 images or 56x56 ones stay direct).
+``tflite_kernels/src/winograd.h`` (ResNet-50 1x16, 1 thread: 11% / 5% / 1% less
+time end to end at 0.5 / 0.8 / 0.9; layers with short rows or 7x7 images stay
+direct).
 
 Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp
@@ -99,8 +100,9 @@ TESTED_LITERT_VERSION = "2.3.0"
 
 #: Default minimum block sparsity for a node to be claimed: the lowest 1x16 block
 #: sparsity (steps of 0.1) at which the delegate beat XNNPACK on every ResNet-50
-#: layer shape at 1 thread (benchmarks/results/latency_layers_threshold.json:
-#: 0.3 -> 0.88-1.12x, 0.4 -> 1.03-1.24x, 0.5 -> 1.08-1.56x).
+#: layer shape at 1 thread (benchmarks/results/latency_layers_threshold.json,
+#: Winograd on: 0.3 -> 0.86-1.63x, 0.4 -> 1.02-1.82x, 0.5 -> 1.06-2.21x; the 1x1
+#: layers set it).
 DEFAULT_MIN_SPARSITY = 0.4
 
 LIBRARY_ENV = "TSP_DELEGATE_LIBRARY"

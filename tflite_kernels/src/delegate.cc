@@ -49,8 +49,8 @@ namespace {
 constexpr const char* kVersion = "0.1.0";
 // The lowest 1x16 block sparsity (in steps of 0.1) at which the delegate beat
 // XNNPACK on every ResNet-50 layer shape at 1 thread
-// (benchmarks/results/latency_layers_threshold.json: 0.3 -> 0.88-1.12x,
-// 0.4 -> 1.03-1.24x, 0.5 -> 1.08-1.56x).
+// (benchmarks/results/latency_layers_threshold.json, Winograd on: 0.3 ->
+// 0.86-1.63x, 0.4 -> 1.02-1.82x, 0.5 -> 1.06-2.21x; the 1x1 layers set it).
 constexpr double kDefaultMinSparsity = 0.4;
 
 struct Options {

@@ -87,11 +87,6 @@ namespace {
 // 12-way L1 set and thrash it: ResNet-50's 56x56 layers ran 3.7x slower).
 int64_t Padded(int64_t floats) { return (floats + 1023) / 1024 * 1024 + 16; }
 
-}  // namespace
-
-
-namespace {
-
 struct WinogradJob {
   const ConvGeometry* g;
   const PackedFilter* pf;
