@@ -796,14 +796,17 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     }
     const bool timed = d->timed();
     const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    // The next convolution's weights to prefetch: its packed filter, or the
+    // first of its Winograd filters (the ones it reads first).
+    const OpInfo* nc = conv->next_conv;
+    const PackedFilter* next = nc == nullptr ? nullptr : (nc->winograd ? &nc->wf.u[0] : &nc->pf);
     if (conv->winograd) {
       RunWinogradConv(conv->geom, conv->pf, conv->wf, *d->kernels, in, out, residual,
                       conv->zeros.get(), part->winograd_scratch.get(), part->scratch.data(),
-                      d->pool.get());
+                      d->pool.get(), next);
     } else {
       RunSparseConv(conv->geom, conv->pf, *d->kernels, in, out, conv->zeros.get(),
-                    part->scratch.data(), d->pool.get(), &conv->plan, residual,
-                    conv->next_conv ? &conv->next_conv->pf : nullptr);
+                    part->scratch.data(), d->pool.get(), &conv->plan, residual, next);
     }
     if (timed) {
       if (conv->warm) {  // the first invoke (cold caches) is not counted

@@ -103,6 +103,8 @@ struct WinogradJob {
   int64_t rows;        // tile rows: batch * th
   int chunk_rows;      // tile rows per chunk (chunked mode), or 0
   int64_t chunk_floats;  // one thread's scratch in chunked mode
+  int64_t chunks;
+  const PackedFilter* next;  // prefetched by the last product
   ConvGeometry gemm;
   ConvScratch* conv_scratch;
 };
@@ -256,7 +258,7 @@ void ProductTask(void* ctx, int64_t xi, int thread) {
   const WinogradJob& job = *static_cast<const WinogradJob*>(ctx);
   RunSparseConv(job.gemm, job.wf->u[size_t(xi)], *job.ks, job.v + xi * job.v_stride,
                 job.m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
-                nullptr);
+                nullptr, nullptr, xi == kWinogradPoints - 1 ? job.next : nullptr);
 }
 
 void OutputTask(void* ctx, int64_t row, int /*thread*/) {
@@ -279,9 +281,10 @@ void ChunkTask(void* ctx, int64_t chunk, int thread) {
   ConvGeometry gg = job.gemm;
   gg.in_w = gg.out_w = int(tiles);
   for (int xi = 0; xi < kWinogradPoints; ++xi) {
+    const bool last = chunk == job.chunks - 1 && xi == kWinogradPoints - 1;
     RunSparseConv(gg, job.wf->u[size_t(xi)], *job.ks, v + xi * job.v_stride,
                   m + xi * job.m_stride, job.zeros, &job.conv_scratch[thread], nullptr,
-                  nullptr);
+                  nullptr, nullptr, last ? job.next : nullptr);
   }
   for (int64_t r = r0; r < r1; ++r) OutputRow(job, r, m, job.m_stride, first);
 }
@@ -310,8 +313,9 @@ size_t WinogradScratchFloats(const ConvGeometry& g, int threads) {
 void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const WinogradFilter& wf,
                      const KernelSet& ks, const float* input, float* output,
                      const float* residual, const float* zeros, float* scratch,
-                     ConvScratch* conv_scratch, ThreadPool* pool) {
+                     ConvScratch* conv_scratch, ThreadPool* pool, const PackedFilter* next) {
   WinogradJob job;
+  job.next = next;
   job.g = &g;
   job.pf = &pf;
   job.wf = &wf;
@@ -344,12 +348,12 @@ void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const Winogr
   const double kept_macs = double(pf.kept_blocks) * pf.taps * pf.n * double(g.pixels());
   if (kept_macs < g.min_parallel_macs) pool = nullptr;
   const bool parallel = pool != nullptr && pool->size() > 1;
+  job.chunks = job.chunk_rows > 0 ? (job.rows + job.chunk_rows - 1) / job.chunk_rows : 0;
   if (job.chunk_rows > 0) {
-    const int64_t chunks = (job.rows + job.chunk_rows - 1) / job.chunk_rows;
     if (parallel) {
-      pool->ParallelFor(chunks, &ChunkTask, &job);
+      pool->ParallelFor(job.chunks, &ChunkTask, &job);
     } else {
-      for (int64_t c = 0; c < chunks; ++c) ChunkTask(&job, c, 0);
+      for (int64_t c = 0; c < job.chunks; ++c) ChunkTask(&job, c, 0);
     }
   } else if (parallel) {
     pool->ParallelFor(job.rows, &InputTask, &job);

@@ -71,11 +71,14 @@ size_t WinogradScratchFloats(const ConvGeometry& g, int threads);
 // transform with bias, `residual` (may be null, the output's layout) and the
 // activation clamp. `zeros` holds cin zero floats (padding), `scratch`
 // WinogradScratchFloats(g, pool threads) floats (64-byte aligned), `conv_scratch` one
-// ConvScratch per pool thread (reserved for 1 tap). Allocates nothing.
+// ConvScratch per pool thread (reserved for 1 tap). `next` (may be null): the
+// filter of the convolution that runs next, whose weights the last product
+// prefetches (as RunSparseConv's `next`). Allocates nothing.
 void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const WinogradFilter& wf,
                      const KernelSet& ks, const float* input, float* output,
                      const float* residual, const float* zeros, float* scratch,
-                     ConvScratch* conv_scratch, ThreadPool* pool);
+                     ConvScratch* conv_scratch, ThreadPool* pool,
+                     const PackedFilter* next = nullptr);
 
 }  // namespace tsp
 

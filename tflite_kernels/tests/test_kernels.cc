@@ -182,7 +182,8 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
           std::vector<float> wout(ref.size(), std::nanf(""));
           tsp::RunWinogradConv(gv, pf, wf, *ks, input.data(), wout.data(),
                                wres ? residual.data() : nullptr, zeros.data(), wscratch.get(),
-                               scratch.data(), (wv % 2) ? pool2 : nullptr);
+                               scratch.data(), (wv % 2) ? pool2 : nullptr,
+                               wv == 3 ? &pf : nullptr);  // a prefetch hint: values unchanged
           double werr = 0.0;
           for (size_t i = 0; i < wout.size(); ++i) {
             const double e = std::fabs(double(wout[i]) - double(wwant[i]));
