@@ -301,10 +301,18 @@ int WinogradChunkRows(const ConvGeometry& g) {
   return std::max(1, int(kWinogradChunkBytes / per_tile) / tw);
 }
 
+namespace {
+
+// Tiles one scratch holds: the layer's, or one chunk's.
+int64_t ScratchTiles(const ConvGeometry& g, int chunk_rows) {
+  return chunk_rows == 0 ? WinogradTiles(g) : int64_t(chunk_rows) * ((g.out_w + 1) / 2);
+}
+
+}  // namespace
+
 size_t WinogradScratchFloats(const ConvGeometry& g, int threads) {
   const int chunk_rows = WinogradChunkRows(g);
-  const int64_t tiles =
-      chunk_rows == 0 ? WinogradTiles(g) : int64_t(chunk_rows) * ((g.out_w + 1) / 2);
+  const int64_t tiles = ScratchTiles(g, chunk_rows);
   const size_t per = size_t(kWinogradPoints) * size_t(Padded(tiles * g.cin) +
                                                        Padded(tiles * g.cout));
   return chunk_rows == 0 ? per : per * size_t(std::max(1, threads));
@@ -328,8 +336,7 @@ void RunWinogradConv(const ConvGeometry& g, const PackedFilter& pf, const Winogr
   job.tw = (g.out_w + 1) / 2;
   job.rows = int64_t(g.batch) * job.th;
   job.chunk_rows = WinogradChunkRows(g);
-  const int64_t tiles =
-      job.chunk_rows == 0 ? WinogradTiles(g) : int64_t(job.chunk_rows) * job.tw;
+  const int64_t tiles = ScratchTiles(g, job.chunk_rows);
   job.v_stride = Padded(tiles * g.cin);
   job.m_stride = Padded(tiles * g.cout);
   job.chunk_floats = kWinogradPoints * (job.v_stride + job.m_stride);
