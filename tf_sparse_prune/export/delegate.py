@@ -38,14 +38,14 @@ are in ``tflite_kernels/src/sparse_conv.h`` (``EstimatedCostRatio``).
 
 Winograd (``winograd``, default on, **our choice**): a claimed 3x3 stride-1
 convolution runs as Winograd F(2x2, 3x3) when its rows keep at least 20 input
-channels, its output has at least 32 2x2 tiles and its transformed tensors fit
-in 4 MiB. A 1xN block spans the whole
+channels and its output has at least 32 2x2 tiles (a layer whose transformed
+tensors exceed 4 MiB runs in chunks of tile rows). A 1xN block spans the whole
 3x3 window, so it stays a block of the transformed filter and the layer becomes
 16 sparse 1x1 products over the same kept channels: 16 instead of 36
 multiply-adds per kept (input, output) pair and 2x2 tile, for two additions-only
 transforms and 16/9 of the weights. Results differ from the direct kernel by
 rounding only (relative ~1e-6). Where it pays, and why only there, is measured in
-``tflite_kernels/src/winograd.h`` (ResNet-50 1x16, 1 thread: 11% / 5% / 1% less
+``tflite_kernels/src/winograd.h`` (ResNet-50 1x16, 1 thread: 12% / 7% / 1% less
 time end to end at 0.5 / 0.8 / 0.9; layers with short rows or 7x7 images stay
 direct).
 
