@@ -142,6 +142,9 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   tsp::ConvPlan plan;
   tsp::PrepareConvPlan(g, pf, &plan);
   CHECK(plan.valid, "plan not built for %s", name.c_str());
+  // The transformed filter (used where Winograd applies) does not depend on the path.
+  const tsp::WinogradFilter wf =
+      tsp::WinogradApplies(g, pf) ? tsp::TransformFilter(pf) : tsp::WinogradFilter();
   for (const tsp::KernelSet* ks : Paths()) {
     for (int variant = 0; variant < 5; ++variant) {
       // 0: no plan, 1 thread; 1: plan, 1 thread; 2: plan, pool of 2; with a
@@ -168,8 +171,6 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
       if (variant == 0 && tsp::WinogradApplies(g, pf)) {
         // Winograd F(2x2, 3x3): 1 thread and a pool of 2, with and without
         // the residual, against the same reference.
-        static thread_local tsp::WinogradFilter wf;
-        wf = tsp::TransformFilter(pf);
         CHECK(wf.valid(), "winograd filter for %s", name.c_str());
         if (c.in_h == 41) {
           const int rows = tsp::WinogradChunkRows(g);
