@@ -16,7 +16,33 @@ const UKernel* KernelSet::ForN(int n) const {
   }
 }
 
-#if !(defined(__x86_64__) && defined(TSP_HAVE_X86_PATHS))
+#if defined(__x86_64__) && defined(TSP_HAVE_X86_PATHS)
+// Defined in ukernels_avx2.cc / ukernels_avx512.cc, compiled for those
+// instruction sets: even building their static KernelSet may use them (GCC
+// initialises it with zmm stores), so they are called only on a CPU that has them.
+const KernelSet* Avx2KernelsUnchecked();
+const KernelSet* Avx512KernelsUnchecked();
+
+namespace {
+bool CpuHasAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+bool CpuHasAvx512() {
+  __builtin_cpu_init();
+  return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+}
+}  // namespace
+
+const KernelSet* Avx2Kernels() {
+  static const KernelSet* ks = CpuHasAvx2() ? Avx2KernelsUnchecked() : nullptr;
+  return ks;
+}
+const KernelSet* Avx512Kernels() {
+  static const KernelSet* ks = CpuHasAvx512() ? Avx512KernelsUnchecked() : nullptr;
+  return ks;
+}
+#else
 const KernelSet* Avx2Kernels() { return nullptr; }
 const KernelSet* Avx512Kernels() { return nullptr; }
 #endif
@@ -24,20 +50,9 @@ const KernelSet* Avx512Kernels() { return nullptr; }
 const KernelSet* NeonKernels() { return nullptr; }
 #endif
 
-bool CpuSupports(const KernelSet* ks) {
-  if (ks == nullptr) return false;
-#if defined(__x86_64__) && defined(TSP_HAVE_X86_PATHS)
-  __builtin_cpu_init();
-  if (ks == Avx512Kernels()) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
-  if (ks == Avx2Kernels()) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
-#endif
-  return true;  // scalar, and NEON (part of the aarch64 baseline)
-}
+// The x86 paths are null on a CPU without their instructions (see above);
+// scalar and NEON (part of the aarch64 baseline) always run.
+bool CpuSupports(const KernelSet* ks) { return ks != nullptr; }
 
 const KernelSet* SelectKernels(const std::string& isa) {
   if (isa == "scalar") return ScalarKernels();

@@ -154,7 +154,9 @@ struct KernelSet {
   const UKernel* ForN(int n) const;
 };
 
-// Instruction-set paths compiled into this binary (nullptr if not built).
+// Instruction-set paths compiled into this binary: nullptr if not built, or
+// if the running CPU lacks the instructions (an x86 path's KernelSet is built
+// by code compiled for that path, so it is never touched on such a CPU).
 const KernelSet* ScalarKernels();
 const KernelSet* Avx2Kernels();    // x86-64 only
 const KernelSet* Avx512Kernels();  // x86-64 only

@@ -57,7 +57,7 @@ tsp::KernelSet MakeAvx2() {
 }  // namespace
 
 namespace tsp {
-const KernelSet* Avx2Kernels() {
+const KernelSet* Avx2KernelsUnchecked() {
   static const KernelSet ks = MakeAvx2();
   return &ks;
 }

@@ -77,7 +77,7 @@ tsp::KernelSet MakeAvx512() {
 }  // namespace
 
 namespace tsp {
-const KernelSet* Avx512Kernels() {
+const KernelSet* Avx512KernelsUnchecked() {
   static const KernelSet ks = MakeAvx512();
   return &ks;
 }
