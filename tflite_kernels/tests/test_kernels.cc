@@ -413,6 +413,26 @@ void TestWinogradPays() {
   CHECK(!layer(14, 256, 0.5, 3, 2) && !layer(14, 256, 0.5, 1), "stride 2 and 1x1 never");
 }
 
+// Each x86 path is offered exactly when the CPU has its instructions, and
+// asking for a missing one returns null instead of executing it (building the
+// AVX-512 KernelSet used to run zmm stores: SIGILL on AVX2-only CPUs).
+void TestDispatchMatchesCpu() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 =
+      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  CHECK((tsp::Avx2Kernels() != nullptr) == avx2, "AVX2 path offered iff the CPU has AVX2+FMA");
+  CHECK((tsp::Avx512Kernels() != nullptr) == avx512,
+        "AVX-512 path offered iff the CPU has AVX-512F/VL");
+  CHECK((tsp::SelectKernels("avx512") != nullptr) == avx512, "isa=avx512 refused without it");
+  const char* best = avx512 ? "avx512" : avx2 ? "avx2" : "scalar";
+  CHECK(std::string(tsp::SelectKernels("auto")->name) == best, "auto picks the widest path");
+#endif
+  CHECK(tsp::CpuSupports(tsp::ScalarKernels()) && !tsp::CpuSupports(nullptr),
+        "scalar always runs; a missing path never");
+}
+
 int main(int argc, char** argv) {
   unsigned seed = argc > 1 ? unsigned(std::strtoul(argv[1], nullptr, 10)) : 1234u;
   std::mt19937 rng(seed);
@@ -420,6 +440,7 @@ int main(int argc, char** argv) {
   for (auto* ks : Paths()) std::printf(" %s", ks->name);
   std::printf("\n");
   tsp::ThreadPool pool2(2);
+  TestDispatchMatchesCpu();
   TestPadding();
   TestThreadPool();
   TestChooseBlockSize(rng);
