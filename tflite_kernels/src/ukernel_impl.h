@@ -243,7 +243,7 @@ template <class VT, int V, int P>
 __attribute__((always_inline)) static inline void StridedRowKernel(
     int k, const int32_t* off, const float* w, const char* base, const PixelStrides& st,
     const float* bias, float* out, int64_t out_stride, float lo, float hi, const float* res) {
-  static_assert(P == 8 || P == 16, "strided tiles are 8 or 16 pixels");
+  static_assert(P >= 1 && P <= 16, "strided tiles are 1 to 16 pixels");
   constexpr int W = VT::kWidth;
   constexpr int N = V * W;
   typename VT::reg acc[P][V];
