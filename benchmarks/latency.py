@@ -178,18 +178,24 @@ def tflite_conv_flops(flat: bytes) -> tuple[float, float]:
 def machine_info() -> dict[str, Any]:
     import importlib.metadata
 
-    cpu = ""
+    fields = {"model name": "", "cpu family": None, "model": None}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in fields and not fields[key]:
+                fields[key] = value.strip()
+            if line.strip() == "":  # the first processor's block is enough
                 break
     except OSError:
         pass
     from tf_sparse_prune.export.delegate import available_isas
 
     return {
-        "cpu": cpu,
+        "cpu": fields["model name"],
+        # "AMD EPYC" names Zen 3 and Zen 5 VMs alike: family and model tell them apart
+        "cpu_family": fields["cpu family"],
+        "cpu_model": fields["model"],
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "ai_edge_litert": importlib.metadata.version("ai-edge-litert"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -26,6 +27,22 @@ def _load(pattern: str) -> list[dict]:
     for path in sorted(RESULTS.glob(pattern)):
         rows.extend(json.loads(path.read_text()))
     return rows
+
+
+def machine_label(data: dict) -> str:
+    """The machine a latency file was measured on, as the tables name it: the CPU and
+    the widest kernel path the delegate had there (this project ran on AMD EPYC VMs
+    with AVX-512 (Zen 5) and without (Zen 3); both report the model name "AMD EPYC")."""
+    m = data.get("machine", {})
+    isas = m.get("delegate_isas") or sorted({r.get("isa", "?") for r in data.get("rows", [])})
+    widest = next((i for i in ("avx512", "avx2", "neon") if i in isas), "scalar")
+    label = f"{m.get('cpu', '?')}, {ISA_NAMES.get(widest, widest)}"
+    if m.get("cpu_family") is not None:
+        label += f" (family {m['cpu_family']}, model {m.get('cpu_model', '?')})"
+    return label
+
+
+ISA_NAMES = {"avx512": "AVX-512", "avx2": "AVX2", "neon": "NEON", "scalar": "scalar"}
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
@@ -105,10 +122,13 @@ def overhead_table() -> str:
 
 
 def latency_table() -> str:
-    path = RESULTS / "latency_models.json"
-    if not path.exists():
-        return "(no delegate latency results yet)"
-    data = json.loads(path.read_text())
+    tables = []
+    for path in sorted(RESULTS.glob("latency_models*.json")):
+        tables.append(_latency_models_table(json.loads(path.read_text())))
+    return "\n\n".join(tables) if tables else "(no delegate latency results yet)"
+
+
+def _latency_models_table(data: dict) -> str:
     lines = [
         "| model | pattern | sparsity | threads | XNNPACK ms | delegate ms | speed-up "
         "| MAC limit | claimed nodes |",
@@ -138,11 +158,12 @@ def latency_table() -> str:
         )
     m = data.get("machine", {})
     return (
-        f"The 1xN sparse delegate vs stock TFLite (XNNPACK), batch 1, 224x224, medians of "
+        f"The 1xN sparse delegate vs stock TFLite (XNNPACK) on **{machine_label(data)}**, "
+        f"batch 1, 224x224, medians of "
         f"{data.get('settings', {}).get('runs', '?')} A/B-interleaved runs "
-        f"(`benchmarks/latency.py`, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-        f"kernel path {', '.join(sorted({r['isa'] for r in data['rows']}))}).\n\n"
-        + "\n".join(lines)
+        f"(`benchmarks/latency.py`, {m.get('cores', '?')} cores, measured "
+        f"{m.get('date_utc', '?')[:10]}, kernel path "
+        f"{', '.join(sorted({r['isa'] for r in data['rows']}))}).\n\n" + "\n".join(lines)
     )
 
 
@@ -190,21 +211,22 @@ def fusion_table() -> str:
     rows, runs = [], set()
     for path in sorted(RESULTS.glob("latency_fusion*.json")):
         data = json.loads(path.read_text())
-        rows.extend(data["rows"])
+        label = machine_label(data)
+        rows.extend({**r, "machine": label} for r in data["rows"])
         runs.add(data["settings"]["runs"])
     if not rows:
         return ""
     lines = [
-        "| model | sparsity | threads | XNNPACK ms | delegate, ADDs left to XNNPACK | "
+        "| machine | model | sparsity | threads | XNNPACK ms | delegate, ADDs left to XNNPACK | "
         "delegate (default: ADDs fused, Winograd) | same, Winograd off | Winograd layers | "
         "claimed ADDs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["threads"], r["sparsity"])):
+    for r in sorted(rows, key=lambda r: (r["machine"], r["threads"], r["sparsity"])):
         direct = f"{r['direct_ms']:.1f} ms ({r['ratio_direct']:.2f}x)" if "direct_ms" in r else "-"
         lines.append(
-            f"| {r['model']} | {r['sparsity']:g} | {r['threads']} | {r['xnnpack_ms']:.1f} | "
-            f"{r['unfused_ms']:.1f} ms ({r['ratio_unfused']:.2f}x) | "
+            f"| {r['machine']} | {r['model']} | {r['sparsity']:g} | {r['threads']} | "
+            f"{r['xnnpack_ms']:.1f} | {r['unfused_ms']:.1f} ms ({r['ratio_unfused']:.2f}x) | "
             f"{r['fused_ms']:.1f} ms ({r['ratio_fused']:.2f}x) | {direct} | "
             f"{r.get('winograd_nodes', '-')} | {r['claimed_adds']} |"
         )
@@ -231,7 +253,7 @@ def scaling_table() -> str:
             tag = path.stem.removeprefix("latency_scaling").lstrip("_") or "main"
             if not data["settings"].get("winograd", True):
                 tag += " (Winograd off)"
-            runs.append((tag, data))
+            runs.append((f"{machine_label(data)}: {tag}", data))
     if not runs:
         return ""
     threads = [str(t) for t in runs[0][1]["rows"][0]["threads"]]
@@ -241,7 +263,7 @@ def scaling_table() -> str:
         + " |"
     )
     lines = [head, "|---|---|---|" + "---|---|" * len(threads)]
-    for tag, data in sorted(runs, key=lambda r: r[0] != "main"):
+    for tag, data in sorted(runs, key=lambda r: (r[0].split(": ")[0], not r[0].endswith(": main"))):
         for r in sorted(data["rows"], key=lambda r: r["sparsity"]):
             cells = []
             for t in threads:
@@ -261,6 +283,115 @@ def scaling_table() -> str:
         f"interpreter at {threads[0]} thread. Every loop run for these results is listed: "
         "the VM's speed changes between loops.\n\n" + "\n".join(lines)
     )
+
+
+def layers_table() -> str:
+    """Single ResNet-50 layers (``latency_layers*.json`` except the threshold runs), one
+    table per file: speed-up over XNNPACK and kept-MAC GFLOP/s over XNNPACK's dense
+    GFLOP/s at 1 thread, speed-up at 2 threads."""
+    tables = []
+    for path in sorted(RESULTS.glob("latency_layers*.json")):
+        if "threshold" in path.stem:
+            continue
+        data = json.loads(path.read_text())
+        rows = data["rows"]
+        sparsities = sorted({r["sparsity"] for r in rows})
+        cell = {(r["layer"], r["sparsity"], r["threads"]): r for r in rows}
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        lines = [
+            "| layer | input | kernel | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+            "|---|---|---|" + "---|" * len(sparsities),
+        ]
+        for name in layers:
+            first = next(r for r in rows if r["layer"] == name)
+            cells = []
+            for s in sparsities:
+                one, two = cell.get((name, s, 1)), cell.get((name, s, 2))
+                text = (
+                    f"{one['ratio']:.2f}x · {one['kept_gflops_over_xnnpack']:.2f}" if one else "-"
+                )
+                cells.append(text + (f" · {two['ratio']:.2f}x" if two else ""))
+            lines.append(
+                f"| {name} | {'x'.join(map(str, first['input'][1:]))} | "
+                f"{'x'.join(map(str, first['kernel']))} | " + " | ".join(cells) + " |"
+            )
+        tag = path.stem.removeprefix("latency_layers").lstrip("_") or "main"
+        tables.append(
+            f"Single ResNet-50 layers, 1x16 by magnitude, batch 1, on **{machine_label(data)}** "
+            f"(`latency.py --sections layers`, loop `{tag}`, medians of "
+            f"{data['settings']['runs']} interleaved runs): per sparsity, the speed-up over "
+            "XNNPACK at 1 thread · the delegate's GFLOP/s on kept multiply-adds over XNNPACK's "
+            "dense GFLOP/s on the same layer at 1 thread (the issue's per-layer target is "
+            ">= 0.75; a 3x3 layer run as Winograd can exceed 1) · the speed-up at 2 threads.\n\n"
+            + "\n".join(lines)
+        )
+    return "\n\n".join(tables)
+
+
+def subp_table() -> str:
+    """The SUBP supplement's Figure 5 set-up (``latency_subp*.json``): uniform vs
+    non-uniform 1xN over ResNet-18's four 3x3 layer shapes at batch 4, summed as one
+    stack, one table per file."""
+    tables = []
+    for path in sorted(RESULTS.glob("latency_subp*.json")):
+        data = json.loads(path.read_text())
+        rows = data["rows"]
+        sums: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for r in rows:
+            key = (r["pattern"], r["n"], r["sparsity"], r["threads"])
+            sums[key][0] += r["xnnpack_ms"]
+            sums[key][1] += r["delegate_ms"]
+
+        def ratio(pattern: str, n: int, s: float, t: int, sums: dict = sums) -> str:
+            v = sums.get((pattern, n, s, t))
+            return f"{v[0] / v[1]:.2f}x" if v else "-"
+
+        threads = sorted({r["threads"] for r in rows})
+        lines = [
+            "| N | sparsity | MAC limit | "
+            + " | ".join(f"uniform {t}t | non-uniform {t}t" for t in threads)
+            + " |",
+            "|---|---|---|" + "---|---|" * len(threads),
+        ]
+        lines.append(
+            "| dense | 0 | 1.00x | "
+            + " | ".join(f"{ratio('dense', 0, 0.0, t)} | -" for t in threads)
+            + " |"
+        )
+        for n in sorted({r["n"] for r in rows if r["n"]}):
+            for s in sorted({r["sparsity"] for r in rows if r["n"] == n}):
+                limit = _subp_limit(rows, n, s) or "-"
+                lines.append(
+                    f"| {n} | {s:g} | {limit} | "
+                    + " | ".join(
+                        f"{ratio('uniform', n, s, t)} | {ratio('non-uniform', n, s, t)}"
+                        for t in threads
+                    )
+                    + " |"
+                )
+        tables.append(
+            "SUBP supplement, Figure 5 set-up on **"
+            + machine_label(data)
+            + "**: ResNet-18's four 3x3 layer shapes at 224x224, batch 4, pruned 1xN with "
+            "every block row keeping the same count (uniform, as SUBP prunes) or by a "
+            "layer-wide ranking (non-uniform, as magnitude pruning does); speed-up of the "
+            "delegate over XNNPACK on the four layers' summed medians "
+            f"(`latency.py --sections subp`, {data['settings']['runs']} interleaved runs; "
+            "the dense row is the delegate claiming the unpruned layers, Winograd included).\n\n"
+            + "\n".join(lines)
+        )
+    return "\n\n".join(tables)
+
+
+def _subp_limit(rows: list[dict], n: int, s: float) -> str:
+    """Dense over kept multiply-adds of the four uniform layers together."""
+    dense = kept = 0.0
+    for r in rows:
+        if r["pattern"] == "uniform" and r["n"] == n and r["sparsity"] == s and r["threads"] == 1:
+            macs = math.prod(r["input"][:3]) * math.prod(r["kernel"])
+            dense += macs
+            kept += macs / r["flop_limit_ratio"]
+    return f"{dense / kept:.2f}x" if kept else ""
 
 
 def ceiling_table() -> str:
@@ -345,6 +476,8 @@ def render() -> str:
         latency_table(),
         fusion_table(),
         scaling_table(),
+        layers_table(),
+        subp_table(),
         ceiling_table(),
         ocs_table(),
     ]

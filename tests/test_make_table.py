@@ -1,0 +1,143 @@
+"""benchmarks/make_table.py keeps latency results from different machines apart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "make_table.py"
+_spec = importlib.util.spec_from_file_location("tsp_bench_make_table", _PATH)
+make_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_table)
+
+
+def _machine(isas: list[str], **extra) -> dict:
+    return {"cpu": "AMD EPYC", "cores": 2, "delegate_isas": isas, "date_utc": "2026-12-07", **extra}
+
+
+def _fusion_row(sparsity: float, threads: int, ms: float) -> dict:
+    return {
+        "model": "resnet50",
+        "sparsity": sparsity,
+        "threads": threads,
+        "xnnpack_ms": 4 * ms,
+        "unfused_ms": ms * 1.2,
+        "ratio_unfused": 4 / 1.2,
+        "fused_ms": ms,
+        "ratio_fused": 4.0,
+        "claimed_adds": 16,
+    }
+
+
+def test_machine_label_names_the_widest_kernel_path():
+    assert make_table.machine_label({"machine": _machine(["scalar", "avx2"])}) == "AMD EPYC, AVX2"
+    label = make_table.machine_label(
+        {"machine": _machine(["scalar", "avx2", "avx512"], cpu_family="26", cpu_model="2")}
+    )
+    assert label == "AMD EPYC, AVX-512 (family 26, model 2)"
+    # files written before delegate_isas was recorded: the rows' kernel path
+    assert make_table.machine_label({"rows": [{"isa": "avx512"}]}) == "?, AVX-512"
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setattr(make_table, "RESULTS", tmp_path)
+    return tmp_path
+
+
+def test_fusion_rows_of_two_machines_are_labelled_and_grouped(results):
+    for name, isas, ms in [
+        ("latency_fusion.json", ["scalar", "avx2", "avx512"], 7.0),
+        ("latency_fusion_zen3.json", ["scalar", "avx2"], 14.0),
+    ]:
+        payload = {
+            "machine": _machine(isas),
+            "settings": {"runs": 100},
+            "rows": [_fusion_row(0.9, 1, ms), _fusion_row(0.5, 1, 3 * ms)],
+        }
+        (results / name).write_text(json.dumps(payload))
+    lines = [ln for ln in make_table.fusion_table().splitlines() if ln.startswith("| AMD")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["| AMD EPYC, AVX-512"] * 2 + [
+        "| AMD EPYC, AVX2"
+    ] * 2
+    assert "| 14.0 ms (4.00x) |" in lines[3] and "| 7.0 ms (4.00x) |" in lines[1]
+
+
+def test_one_models_table_per_machine(results):
+    row = {
+        "model": "resnet50",
+        "pattern": "1x16",
+        "sparsity": 0.8,
+        "threads": 1,
+        "xnnpack_ms": 87.0,
+        "delegate_ms": 22.0,
+        "ratio": 3.95,
+        "flop_limit_ratio": 4.45,
+        "claimed_nodes": 68,
+        "isa": "avx2",
+    }
+    for name, isas in [("latency_models.json", ["avx512"]), ("latency_models_zen3.json", ["avx2"])]:
+        payload = {"machine": _machine(isas), "settings": {"runs": 50}, "rows": [row]}
+        (results / name).write_text(json.dumps(payload))
+    text = make_table.latency_table()
+    assert text.count("| model | pattern |") == 2
+    assert "on **AMD EPYC, AVX-512**" in text and "on **AMD EPYC, AVX2**" in text
+
+
+def _layer_row(layer: str, sparsity: float, threads: int, ratio: float, frac: float) -> dict:
+    return {
+        "layer": layer,
+        "input": [1, 14, 14, 256],
+        "kernel": [3, 3, 256, 256],
+        "sparsity": sparsity,
+        "threads": threads,
+        "ratio": ratio,
+        "kept_gflops_over_xnnpack": frac,
+    }
+
+
+def test_layers_table_pivots_sparsities_and_skips_threshold_runs(results):
+    rows = [
+        _layer_row("conv4_3x3", 0.5, 1, 2.5, 1.25),
+        _layer_row("conv4_3x3", 0.5, 2, 2.1, 1.05),
+        _layer_row("conv4_3x3", 0.9, 1, 6.0, 0.6),
+    ]
+    payload = {"machine": _machine(["avx2"]), "settings": {"runs": 100}, "rows": rows}
+    (results / "latency_layers_zen3.json").write_text(json.dumps(payload))
+    (results / "latency_layers_threshold_zen3.json").write_text(json.dumps(payload))
+    text = make_table.layers_table()
+    assert text.count("| layer | input |") == 1
+    assert "| conv4_3x3 | 14x14x256 | 3x3x256x256 | 2.50x · 1.25 · 2.10x | 6.00x · 0.60 |" in text
+
+
+def test_subp_table_sums_the_layers_of_each_pattern(results):
+    def row(layer, pattern, n, s, xnn, ms, limit):
+        return {
+            "layer": layer,
+            "input": [4, 7, 7, 512],
+            "kernel": [3, 3, 512, 512],
+            "pattern": pattern,
+            "n": n,
+            "sparsity": s,
+            "threads": 1,
+            "xnnpack_ms": xnn,
+            "delegate_ms": ms,
+            "flop_limit_ratio": limit,
+        }
+
+    rows = [
+        row("a", "dense", 0, 0.0, 4.0, 5.0, 1.0),
+        row("b", "dense", 0, 0.0, 4.0, 3.0, 1.0),
+        row("a", "uniform", 16, 0.8, 4.0, 1.0, 5.0),
+        row("b", "uniform", 16, 0.8, 4.0, 3.0, 5.0),
+        row("a", "non-uniform", 16, 0.8, 4.0, 2.0, 5.0),
+        row("b", "non-uniform", 16, 0.8, 4.0, 2.0, 5.0),
+    ]
+    payload = {"machine": _machine(["avx2"]), "settings": {"runs": 30}, "rows": rows}
+    (results / "latency_subp_zen3.json").write_text(json.dumps(payload))
+    text = make_table.subp_table()
+    assert "| dense | 0 | 1.00x | 1.00x | - |" in text
+    assert "| 16 | 0.8 | 5.00x | 2.00x | 2.00x |" in text
