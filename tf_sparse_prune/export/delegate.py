@@ -102,7 +102,8 @@ TESTED_LITERT_VERSION = "2.3.0"
 #: sparsity (steps of 0.1) at which the delegate beat XNNPACK on every ResNet-50
 #: layer shape at 1 thread (benchmarks/results/latency_layers_threshold.json,
 #: Winograd on: 0.3 -> 0.86-1.63x, 0.4 -> 1.02-1.82x, 0.5 -> 1.06-2.21x; the 1x1
-#: layers set it).
+#: layers set it) on AVX-512 (Zen 5). On AVX2 (Zen 3) every shape already wins at
+#: 0.2 (1.12-2.02x, latency_layers_threshold_zen3.json): 0.4 is the portable choice.
 DEFAULT_MIN_SPARSITY = 0.4
 
 LIBRARY_ENV = "TSP_DELEGATE_LIBRARY"
