@@ -253,17 +253,17 @@ def scaling_table() -> str:
             tag = path.stem.removeprefix("latency_scaling").lstrip("_") or "main"
             if not data["settings"].get("winograd", True):
                 tag += " (Winograd off)"
-            runs.append((f"{machine_label(data)}: {tag}", data))
+            runs.append((machine_label(data), tag, data))
     if not runs:
         return ""
-    threads = [str(t) for t in runs[0][1]["rows"][0]["threads"]]
+    threads = [str(t) for t in runs[0][2]["rows"][0]["threads"]]
     head = (
         "| loop | model | sparsity | "
         + " | ".join(f"XNNPACK {t}t | delegate {t}t" for t in threads)
         + " |"
     )
     lines = [head, "|---|---|---|" + "---|---|" * len(threads)]
-    for tag, data in sorted(runs, key=lambda r: (r[0].split(": ")[0], not r[0].endswith(": main"))):
+    for machine, tag, data in sorted(runs, key=lambda r: (r[0], r[1] != "main")):
         for r in sorted(data["rows"], key=lambda r: r["sparsity"]):
             cells = []
             for t in threads:
@@ -273,9 +273,11 @@ def scaling_table() -> str:
                     f"{r['ratio'][t]:.2f}x faster)"
                 )
             lines.append(
-                f"| {tag} | {r['model']} | {r['sparsity']:g} | " + " | ".join(cells) + " |"
+                f"| {machine}: {tag} | {r['model']} | {r['sparsity']:g} | "
+                + " | ".join(cells)
+                + " |"
             )
-    settings = sorted({d["settings"]["runs"] for _, d in runs})
+    settings = sorted({d["settings"]["runs"] for _, _, d in runs})
     return (
         "Thread scaling: stock and delegate at every thread count interleaved in one loop "
         "(`benchmarks/latency.py --sections scaling`, medians of "

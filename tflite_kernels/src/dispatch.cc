@@ -29,7 +29,6 @@ bool CpuHasAvx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 bool CpuHasAvx512() {
-  __builtin_cpu_init();
   return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 }
 }  // namespace
