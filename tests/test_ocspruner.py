@@ -16,11 +16,12 @@ from tf_sparse_prune.algorithms.ocspruner import (
     group_saliency,
     jaccard,
     kept_channels,
+    max_removal,
     partition,
     penalty,
     stability,
 )
-from tf_sparse_prune.graph import DependencyGraph, count_flops
+from tf_sparse_prune.graph import DependencyGraph, count_flops, remove_channels
 from tf_sparse_prune.models import fashion_cnn, resnet20
 
 L = keras.layers
@@ -165,6 +166,95 @@ def test_unreachable_target_reports_the_largest_reachable_reduction():
     best = float(str(info.value).split("reduction is ")[1][:6])
     assert 0 < best < 0.9
     partition(saliency, graph, best - 0.01, max_layer_prune=0.25)  # just below it works
+
+
+def _concat_add(widths=(8, 8), name="concat_add"):
+    """Convs ``src0``, ``src1``, ... concatenated, added to conv ``c``, then ``d``, GAP, Dense."""
+    inputs = keras.Input((8, 8, 3))
+    sources = [L.Conv2D(w, 3, padding="same", name=f"src{i}")(inputs) for i, w in enumerate(widths)]
+    joined = L.Concatenate(name="cat")(sources)
+    wide = L.Conv2D(sum(widths), 3, padding="same", name="c")(inputs)
+    x = L.Add(name="add")([joined, wide])
+    x = L.Conv2D(16, 3, padding="same", name="d")(L.ReLU(name="relu")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="fc")(x), name=name)
+
+
+def _crossed_concats():
+    """One group of 16 channels whose sources overlap without nesting (4 + 12 vs 12 + 4)."""
+    inputs = keras.Input((8, 8, 3))
+    widths = (("a", 4), ("b", 12), ("p", 12), ("q", 4))
+    convs = {n: L.Conv2D(w, 3, padding="same", name=n) for n, w in widths}
+    left = L.Concatenate(name="left")([convs["a"](inputs), convs["b"](inputs)])
+    right = L.Concatenate(name="right")([convs["p"](inputs), convs["q"](inputs)])
+    x = L.Conv2D(16, 3, padding="same", name="d")(L.Add(name="add")([left, right]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(10, name="fc")(x), name="crossed_concats")
+
+
+def _assert_every_layer_keeps_its_share(graph, removal, max_layer_prune=0.75):
+    """No weight slice loses more than the cap of the channels it holds, nor all of them."""
+    for g in graph.prunable_groups:
+        chosen = set(removal.get(g.id, []))
+        for s in g.slices:
+            held = {k for k, positions in enumerate(s.positions) if positions}
+            lost = len(held & chosen)
+            cap = min(len(held) - 1, math.floor(max_layer_prune * len(held)))
+            assert lost <= cap, (s.layer, s.weight, lost, len(held))
+
+
+@pytest.mark.parametrize("widths", [(8, 8), (3, 13), (1, 15), (2, 6, 8)])
+def test_ocspruner_keeps_channels_of_every_concat_source(widths):
+    model = _concat_add(widths)
+    graph = DependencyGraph(model)
+    joined = graph.group_of("src0")
+    assert set(joined.producers) == {*(f"src{i}" for i in range(len(widths))), "c"}
+    # the first source's channels rank lowest: a group-wide cap alone would empty it
+    saliency = {g.id: np.ones(g.size) for g in graph.prunable_groups}
+    saliency[joined.id] = np.linspace(0.0, 0.5, joined.size)
+    removal = partition(saliency, graph, 0.5)
+    _assert_every_layer_keeps_its_share(graph, removal)
+    assert graph.flops_after(removal) <= 0.5 * graph.flops_after({})
+    small = remove_channels(model, removal, graph=graph)
+    # the lowest-ranked source stops at its own cap; the target is met from the others
+    first = widths[0]
+    assert small.get_layer("src0").filters == first - min(first - 1, math.floor(0.75 * first))
+    assert small.output_shape == model.output_shape
+
+
+def test_max_removal_takes_each_concat_source_to_its_own_cap():
+    graph = DependencyGraph(_concat_add((3, 13)))
+    removal = max_removal(graph, 0.75)
+    joined = graph.group_of("src0").id
+    # src0 holds channels 0-2 (cap 2), src1 channels 3-15 (cap 9): 11 of 16, not the group's 12
+    assert removal[joined] == [0, 1, *range(3, 12)]
+    _assert_every_layer_keeps_its_share(graph, removal)
+    graph.flops_after(removal)  # a valid removal: no layer is left without channels
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_partition_caps_each_layer_where_concatenated_sources_overlap(seed):
+    model = _crossed_concats()
+    graph = DependencyGraph(model)
+    group = graph.group_of("a")
+    assert set(group.producers) == {"a", "b", "p", "q"} and group.size == 16
+    saliency = _ranked_saliency(graph, seed)
+    for target in (0.3, 0.6):
+        removal = partition(saliency, graph, target, max_layer_prune=0.75)
+        _assert_every_layer_keeps_its_share(graph, removal)
+        assert graph.flops_after(removal) <= (1 - target) * graph.flops_after({})
+    remove_channels(model, removal, graph=graph)
+
+
+def test_ocspruner_fit_prunes_a_model_whose_concat_meets_an_add():
+    model = compile_for_classification(_concat_add((4, 12)), lr=0.01)
+    x, y = random_data(32, input_shape=(8, 8, 3))
+    pruner = OCSPruner(0.5, 1, 1, start_epoch=0, last_search_epoch=0)
+    small, history = pruner.fit(model, x, y, epochs=2, batch_size=16, verbose=0)
+    _assert_every_layer_keeps_its_share(DependencyGraph(model), history["removal"])
+    assert history["flops_after"] <= 0.5 * history["flops_before"]
+    assert small.get_layer("src0").filters >= 1 and small.get_layer("src1").filters >= 3
+    assert len(history["finetune"]["loss"]) == 1
 
 
 # ---------------------------------------------------------------- regulariser (Eq. 8-9)

@@ -16,7 +16,8 @@ and trains the smaller model to the end. The pieces, each a small function of th
   then channel); a binary search over the length of the ranked prefix finds the shortest
   prefix whose removal brings ``graph.flops_after`` to ``(1 - alpha)`` of the model's FLOPs.
   No group loses more than ``floor(max_layer_prune * size)`` channels (its lowest-saliency
-  ones) nor all of them.
+  ones) nor all of them, and neither does any layer's share of a group (a ``Concatenate``
+  source whose channels meet an ``Add`` holds only part of its group).
 * :func:`jaccard` (Eq. 3), :func:`stability` (Eq. 4), :func:`auto_start` (Eq. 5).
   A sub-network ``M`` is ``{group id: kept channels}`` over the prunable groups.
 * :func:`penalty` (Eq. 7), and the regulariser of Eq. 8-9 applied by :class:`OCSCallback`.
@@ -63,7 +64,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -184,13 +185,62 @@ def _cap(size: int, max_layer_prune: float) -> int:
     return max(0, min(size - 1, math.floor(max_layer_prune * size + 1e-9)))
 
 
+class _Caps:
+    """The most channels each layer may lose, checked while a removal grows channel by channel.
+
+    Per prunable group, one cap per *channel set*: the whole group, and the channels that each
+    of its weight slices holds. Most slices hold every channel of their group, but where a
+    ``Concatenate`` feeds an ``Add`` the group spans several source layers, each holding only
+    its own channels; capping the group alone could empty one of them (``remove_channels``
+    then refuses). A set of ``n`` channels loses at most ``min(n - 1, floor(cap * n))``.
+    """
+
+    def __init__(self, graph: DependencyGraph, max_layer_prune: float) -> None:
+        self.caps: dict[int, list[int]] = {}
+        self.sets_of: dict[int, list[list[int]]] = {}  # group -> channel -> its set indices
+        for g in graph.prunable_groups:
+            sets = {tuple(range(g.size)): None}  # dict: ordered, without duplicates
+            for s in g.slices:
+                held = tuple(k for k, positions in enumerate(s.positions) if positions)
+                sets.setdefault(held, None)
+            sets.pop((), None)
+            self.caps[g.id] = [_cap(len(held), max_layer_prune) for held in sets]
+            members: list[list[int]] = [[] for _ in range(g.size)]
+            for i, held in enumerate(sets):
+                for k in held:
+                    members[k].append(i)
+            self.sets_of[g.id] = members
+
+    def removal(self, order: Iterable[tuple[int, int]]) -> Removal:
+        """Takes each ``(group id, channel)`` of ``order`` that no cap forbids yet."""
+        lost = {gid: [0] * len(caps) for gid, caps in self.caps.items()}
+        out: Removal = {}
+        for gid, k in order:
+            sets, count, caps = self.sets_of[gid][k], lost[gid], self.caps[gid]
+            if all(count[i] < caps[i] for i in sets):
+                for i in sets:
+                    count[i] += 1
+                out.setdefault(gid, []).append(k)
+        return {gid: sorted(ks) for gid, ks in out.items()}
+
+
 def max_removal(graph: DependencyGraph, max_layer_prune: float) -> Removal:
-    """The largest removal the per-group cap allows (FLOPs-wise: every group at its cap)."""
-    return {
-        g.id: list(range(_cap(g.size, max_layer_prune)))
-        for g in graph.prunable_groups
-        if _cap(g.size, max_layer_prune) > 0
-    }
+    """The largest removal the caps allow: channels taken in index order while every cap holds.
+
+    Where every slice of a group holds all its channels, this is each group at its cap; where
+    a group spans the source layers of a ``Concatenate``, each source loses at most its own
+    cap (and keeps at least one channel).
+
+    Example:
+        >>> from tf_sparse_prune.graph import DependencyGraph
+        >>> from tf_sparse_prune.models import fashion_cnn
+        >>> graph = DependencyGraph(fashion_cnn())
+        >>> removal = max_removal(graph, 0.75)
+        >>> all(len(removal[g.id]) == 3 * g.size // 4 for g in graph.prunable_groups)
+        True
+    """
+    order = [(g.id, k) for g in graph.prunable_groups for k in range(g.size)]
+    return _Caps(graph, max_layer_prune).removal(order)
 
 
 def _check_unit(owner: str, name: str, value: object, closed: bool = False) -> float:
@@ -211,9 +261,12 @@ def partition(
     """The prune set that reaches a FLOPs reduction of ``target`` (global ranking, SPEC §6).
 
     Channels of all prunable groups are ranked by saliency, lowest first (ties: group id,
-    then channel). The removal of a ranked prefix takes, in each group, the prefix's channels
-    of that group up to the group's cap ``min(size - 1, floor(max_layer_prune * size))``; a
-    binary search finds the shortest prefix with
+    then channel). The removal of a ranked prefix takes the prefix's channels in rank order,
+    skipping any that would exceed a cap: a group loses at most
+    ``min(size - 1, floor(max_layer_prune * size))`` channels, and so does the part of the
+    group that any one weight slice holds (with ``size`` the channels it holds: the source
+    layers of a ``Concatenate`` that meets an ``Add``, say). A binary search finds the
+    shortest prefix with
     ``graph.flops_after(removal) <= (1 - target) * graph.flops_after({})`` (FLOPs only fall
     as the prefix grows, so the threshold found is the lowest that meets the target).
 
@@ -221,7 +274,8 @@ def partition(
         saliency: ``{group id: per-channel saliency}`` (:func:`group_saliency`).
         graph: The model's dependency graph.
         target: ``alpha``, the FLOPs reduction to reach, in (0, 1).
-        max_layer_prune: The largest fraction of any one group's channels to remove.
+        max_layer_prune: The largest fraction of the channels of any one group, and of any
+            one layer's share of a group, to remove.
 
     Returns:
         ``{group id: sorted channel indices to remove}`` (groups losing nothing are absent).
@@ -245,7 +299,7 @@ def partition(
     max_layer_prune = _check_unit("partition", "max_layer_prune", max_layer_prune, closed=True)
     full = graph.flops_after({})
     goal = (1.0 - target) * full
-    caps = {g.id: _cap(g.size, max_layer_prune) for g in graph.prunable_groups}
+    caps = _Caps(graph, max_layer_prune)
     entries = sorted(
         (float(score), gid, k)
         for gid, scores in saliency.items()
@@ -253,20 +307,15 @@ def partition(
     )
 
     def removal_of(n: int) -> Removal:
-        out: Removal = {}
-        for _, gid, k in entries[:n]:
-            chosen = out.setdefault(gid, [])
-            if len(chosen) < caps[gid]:
-                chosen.append(k)
-        return {gid: sorted(ks) for gid, ks in out.items() if ks}
+        return caps.removal((gid, k) for _, gid, k in entries[:n])
 
     if graph.flops_after(removal_of(len(entries))) > goal:
         best = 1.0 - graph.flops_after(max_removal(graph, max_layer_prune)) / full
         raise ValueError(
             f"OCSPruner: a FLOPs reduction of {target:.4g} cannot be reached with "
-            f"max_layer_prune={max_layer_prune} (no group loses more than that fraction of its "
-            f"channels, and unprunable groups keep theirs); the largest reachable reduction is "
-            f"{best:.4f}. Lower flops_reduction or raise max_layer_prune"
+            f"max_layer_prune={max_layer_prune} (no group or layer loses more than that "
+            f"fraction of its channels, and unprunable groups keep theirs); the largest "
+            f"reachable reduction is {best:.4f}. Lower flops_reduction or raise max_layer_prune"
         )
     lo, hi = 0, len(entries)  # flops(removal_of(hi)) <= goal
     while lo < hi:
@@ -628,7 +677,9 @@ class OCSPruner:
         penalty_initial: ``lambda_0`` (Eq. 7).
         penalty_step: ``delta`` (Eq. 7).
         penalty_interval: ``Delta t`` (Eq. 7, >= 1).
-        max_layer_prune: No group loses more than this fraction of its channels, in (0, 1].
+        max_layer_prune: No group, and no layer's share of a group (a ``Concatenate``
+            source meeting an ``Add``), loses more than this fraction of its channels, nor
+            all of them; in (0, 1].
         start_threshold: ``tau`` of Eq. 5 (>= 0).
         loss_term: Apply the Eq. 8 group-lasso term (the paper's Table 6 ablation switches
             it off).
