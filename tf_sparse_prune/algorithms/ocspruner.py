@@ -229,7 +229,10 @@ def max_removal(graph: DependencyGraph, max_layer_prune: float) -> Removal:
 
     Where every slice of a group holds all its channels, this is each group at its cap; where
     a group spans the source layers of a ``Concatenate``, each source loses at most its own
-    cap (and keeps at least one channel).
+    cap (and keeps at least one channel). While the layers' channel sets nest (disjoint
+    sources inside their group) every maximal removal loses the same number of channels from
+    each source, so this one is the largest; where two concatenations cut a group at
+    different offsets, the sets cross and a greedy order may fall short of the largest.
 
     Example:
         >>> from tf_sparse_prune.graph import DependencyGraph
