@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from tf_sparse_prune.modeltools import iter_layers
+from tf_sparse_prune.modeltools import is_graph_model, iter_layers
 from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
 from tf_sparse_prune.wrappers import collect_wrappers
 
@@ -27,12 +27,17 @@ __all__ = ["TFLiteSparsityCheck", "check_tflite_sparsity", "export_tflite", "tfl
 def export_tflite(model: keras.Model, path: str | os.PathLike | None = None) -> bytes:
     """Converts a Keras 3 model to a float32 TFLite flatbuffer.
 
-    A model that still holds pruning wrappers is stripped first (a copy; the
-    argument is untouched). No quantization or other optimization is applied, so
-    zero weights stay exact zeros (check with :func:`check_tflite_sparsity`).
+    A model that still holds pruning wrappers is stripped first, and a model with
+    mixed-precision (or other non-float32) layers is exported with every layer in
+    float32, so the flatbuffer's weights, inputs and outputs are float32. The
+    argument is left as it was: a Sequential or functional model is copied; a
+    subclassed model (which may hold :class:`~tf_sparse_prune.PruneWrapper` layers)
+    is stripped and set to float32 in place while it is converted, then restored.
+    No quantization or other optimization is applied, so zero weights stay exact
+    zeros (check with :func:`check_tflite_sparsity`).
 
     Args:
-        model: A Keras 3 model.
+        model: A built Keras 3 model (Sequential, functional or subclassed).
         path: If given, the flatbuffer is also written there.
 
     Returns:
@@ -40,13 +45,11 @@ def export_tflite(model: keras.Model, path: str | os.PathLike | None = None) -> 
     """
     import tensorflow as tf
 
-    from tf_sparse_prune.export.strip import strip_pruning
+    from tf_sparse_prune.export.strip import deployable
 
-    if collect_wrappers(model):
-        model = strip_pruning(model)
-    with tempfile.TemporaryDirectory() as tmp:
+    with deployable(model) as final, tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "saved_model")
-        model.export(saved, format="tf_saved_model", verbose=False)
+        final.export(saved, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         flat = converter.convert()
     if path is not None:
@@ -94,14 +97,53 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
     folds BatchNorm scales into conv filters), zero positions may not.
 
     Args:
-        model: The (stripped) Keras model that was converted.
+        model: The stripped Keras model that was converted (the result of
+            :func:`~tf_sparse_prune.strip_pruning`).
         flatbuffer: The bytes from :func:`export_tflite`.
 
     Returns:
-        One :class:`TFLiteSparsityCheck` per kernel holding zeros.
+        One :class:`TFLiteSparsityCheck` per kernel holding zeros (never empty).
+
+    Raises:
+        ValueError: if ``model`` still holds ``PruneWrapper`` layers (its kernels are
+            not yet masked: strip it first), or if no prunable kernel of ``model``
+            holds a single zero (nothing was pruned, so there is nothing to check).
+
+    Example:
+        >>> import keras, numpy as np, tf_sparse_prune as tsp
+        >>> m = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, name="fc")])
+        >>> k = m.get_layer("fc").kernel
+        >>> _ = k.assign(np.where(np.arange(16)[:, None] % 2 == 0, k.numpy(), 0.0))
+        >>> [(c.layer, c.zeros, c.preserved) for c in tsp.check_tflite_sparsity(
+        ...     m, tsp.export_tflite(m))]
+        [('fc', 128, True)]
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    wrappers = collect_wrappers(model)
+    if wrappers:
+        raise ValueError(
+            f"check_tflite_sparsity: model {model.name!r} still holds PruneWrapper layers "
+            f"({', '.join(w.name for w in wrappers[:4])}{', ...' if len(wrappers) > 4 else ''}); "
+            "its kernels are not masked yet. Pass the stripped model that was converted: "
+            "final = tsp.strip_pruning(model); flat = tsp.export_tflite(final); "
+            "tsp.check_tflite_sparsity(final, flat)"
+        )
+    layers = _kernel_layers(model)
+    kernels = [
+        (layer, tflite_layout(var.numpy(), layer))
+        for layer in layers
+        for var, _ in prunable_weights(layer)
+    ]
+    if not any((kernel == 0).any() for _, kernel in kernels):
+        checked = ", ".join(f"{layer.name} {tuple(k.shape)}" for layer, k in kernels)
+        raise ValueError(
+            f"check_tflite_sparsity: no prunable kernel of model {model.name!r} holds a zero "
+            f"weight, so nothing was pruned and there is nothing to check (checked the "
+            f"kernels of Conv2D, Dense, DepthwiseConv2D and get_prunable_weights() layers: "
+            f"{checked or 'none found'}). Train the pruned model with "
+            "callbacks=pruner.callbacks() so its masks update, then strip and export it"
+        )
     interp = Interpreter(
         model_content=flatbuffer,
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
@@ -117,21 +159,30 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
             continue
         constants.setdefault(tuple(value.shape), []).append((detail["name"], value))
     checks = []
-    for layer in iter_layers(model):
-        if why_not_prunable(layer) is not None:
+    for layer, kernel in kernels:
+        zeros = kernel == 0
+        if not zeros.any():
             continue
-        for var, _ in prunable_weights(layer):
-            kernel = tflite_layout(var.numpy(), layer)
-            zeros = kernel == 0
-            if not zeros.any():
-                continue
-            best_name, best_zeros, preserved = "", 0, False
-            for name, value in constants.get(tuple(kernel.shape), []):
-                if np.array_equal(value == 0, zeros):
-                    best_name, best_zeros, preserved = name, int(zeros.sum()), True
-                    break
-                best_zeros = max(best_zeros, int((value == 0).sum()))
-            checks.append(
-                TFLiteSparsityCheck(layer.name, int(zeros.sum()), best_name, best_zeros, preserved)
-            )
+        best_name, best_zeros, preserved = "", 0, False
+        for name, value in constants.get(tuple(kernel.shape), []):
+            if np.array_equal(value == 0, zeros):
+                best_name, best_zeros, preserved = name, int(zeros.sum()), True
+                break
+            best_zeros = max(best_zeros, int((value == 0).sum()))
+        checks.append(
+            TFLiteSparsityCheck(layer.name, int(zeros.sum()), best_name, best_zeros, preserved)
+        )
     return checks
+
+
+def _kernel_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every prunable layer of ``model``: nested models and a subclassed model's layers too."""
+    if is_graph_model(model):
+        return [layer for layer in iter_layers(model) if why_not_prunable(layer) is None]
+    seen: set[int] = set()
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if id(layer) not in seen and why_not_prunable(layer) is None:
+            seen.add(id(layer))
+            found.append(layer)
+    return found

@@ -1,0 +1,208 @@
+"""prune_model and strip_pruning clone what keras.models.clone_model clones.
+
+The model below has what hand-written residual nets (ConvNeXt, ResNets written with
+``h = a + b``) contain: operators and ``keras.ops`` calls on Keras tensors (graph
+operations without weights or ``set_weights``), a layer called twice, a nested
+Sequential and custom layers with ``get_config``, one of them prunable.
+"""
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+import tf_sparse_prune as tsp
+from tests.helpers import compile_for_classification, random_data
+from tf_sparse_prune.modeltools import clone_layers
+from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
+
+L = keras.layers
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class ChannelScale(L.Layer):
+    """A learned per-channel scale, initialised away from 1 so a lost copy shows."""
+
+    def __init__(self, init: float = 1.5, **kwargs):
+        super().__init__(**kwargs)
+        self.init = init
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(
+            shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init)
+        )
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class BiasFreeDense(L.Layer):
+    """A custom prunable layer (through get_prunable_weights) with a get_config."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units))
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class ForgetfulScale(ChannelScale):
+    """A custom layer whose get_config loses an argument that shapes its weights."""
+
+    def __init__(self, channels: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(self.channels,), initializer="ones")
+
+    def call(self, x):
+        return x * keras.ops.mean(self.scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("channels", None)
+        return config
+
+
+def residual_net() -> keras.Model:
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((6, 6, 8), name="image")
+    stem = L.Conv2D(32, 3, padding="same", name="stem")(inp)
+    branch = L.Conv2D(32, 3, padding="same", name="branch")(keras.ops.relu(stem))
+    h = stem + branch  # an Add operation, not a layer
+    h = keras.ops.relu(h) * 0.5
+    shared = L.Conv2D(32, 1, name="shared")
+    h = shared(h) + shared(keras.ops.relu(h))  # one layer, two calls
+    nested = keras.Sequential(
+        [
+            keras.Input((6, 6, 32)),
+            L.Conv2D(32, 1, name="inner"),
+            L.BatchNormalization(name="inner_bn"),
+        ],
+        name="nested",
+    )
+    h = nested(h)
+    h = ChannelScale(name="scale")(h)
+    h = keras.ops.mean(h, axis=(1, 2))
+    h = BiasFreeDense(32, name="custom_fc")(h)
+    out = L.Dense(16, name="fc")(keras.ops.tanh(h))
+    model = keras.Model(inp, out, name="residual")
+    bn = model.get_layer("nested").get_layer("inner_bn")
+    rng = np.random.default_rng(0)
+    bn.set_weights([rng.uniform(0.5, 1.5, 32), rng.normal(0, 0.5, 32), rng.normal(0, 0.5, 32),
+                    rng.uniform(0.5, 1.5, 32)])  # fmt: skip
+    return model
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The residual net pruned 1x16 at 0.5, trained two steps, stripped and exported."""
+    model = residual_net()
+    pruner = tsp.Magnitude(0.5, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.5, 0, frequency=1))
+    pruned = tsp.prune_model(model, pruner)
+    x, y = random_data(16, (6, 6, 8), classes=16)
+    compile_for_classification(pruned, lr=0.01)
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=pruner.callbacks())
+    final = tsp.strip_pruning(pruned)
+    path = tmp_path_factory.mktemp("cloning") / "final.keras"
+    final.save(path)
+    return model, pruned, final, keras.models.load_model(path), x
+
+
+def test_prune_model_clones_operator_layers_shared_layers_nested_models_and_custom_layers():
+    model = residual_net()
+    reference = keras.models.clone_model(model)  # Keras clones the same model
+    assert len(reference.layers) == len(model.layers)
+    pruned = tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)))
+    wrapped = sorted(w.layer.name for w in collect_wrappers(pruned))
+    assert wrapped == ["branch", "custom_fc", "fc", "inner", "shared", "stem"]
+    # the shared layer is one wrapper called twice
+    assert len([w for w in collect_wrappers(pruned) if w.layer.name == "shared"]) == 1
+    assert isinstance(pruned.get_layer("pruned_shared"), PruneWrapper)
+    assert isinstance(pruned.get_layer("pruned_custom_fc").layer, BiasFreeDense)
+    scale = pruned.get_layer("scale")
+    assert scale is not model.get_layer("scale")
+    np.testing.assert_array_equal(scale.scale.numpy(), np.full(32, 1.5, np.float32))
+    # masks start full: the copy computes what the original computes, with its own variables
+    x, _ = random_data(4, (6, 6, 8))
+    np.testing.assert_allclose(pruned(x), model(x), rtol=1e-5, atol=1e-5)
+    original = {id(v) for v in model.weights}
+    assert not original & {id(v) for v in pruned.weights}
+
+
+def test_strip_pruning_keeps_the_graph_and_gives_the_pruned_outputs(pipeline):
+    _, pruned, final, _, x = pipeline
+    assert not collect_wrappers(final)
+    for name in ("stem", "branch", "shared", "custom_fc", "fc"):
+        kernel = final.get_layer(name).kernel.numpy()
+        assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.02), name
+    inner = final.get_layer("nested").get_layer("inner").kernel.numpy()
+    assert (inner == 0).mean() == pytest.approx(0.5, abs=0.02)
+    np.testing.assert_allclose(
+        final.predict(x, verbose=0), pruned.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_stripped_model_round_trips_through_a_keras_file(pipeline):
+    _, _, final, loaded, x = pipeline
+    assert not collect_wrappers(loaded)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), final.predict(x, verbose=0))
+
+
+def test_export_tflite_of_the_stripped_net_keeps_zeros_and_outputs(pipeline):
+    _, _, final, loaded, x = pipeline
+    flat = tsp.export_tflite(loaded)
+    checks = tsp.check_tflite_sparsity(loaded, flat)
+    assert sorted(c.layer for c in checks) == [
+        "branch",
+        "custom_fc",
+        "fc",
+        "inner",
+        "shared",
+        "stem",
+    ]
+    assert all(c.preserved for c in checks), checks
+    interp = Interpreter(model_content=flat)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.resize_tensor_input(inp["index"], x[:2].shape)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x[:2])
+    interp.invoke()
+    np.testing.assert_allclose(
+        interp.get_tensor(out["index"]), final.predict(x[:2], verbose=0), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_clone_layers_copies_weights_and_shares_no_variables():
+    inp = keras.Input((4,))
+    model = keras.Model(inp, ChannelScale(name="scale")(L.Dense(4, name="d")(inp)))
+    copy = clone_layers(model, lambda layer: None, None)
+    np.testing.assert_array_equal(copy.get_layer("d").kernel, model.get_layer("d").kernel)
+    np.testing.assert_array_equal(copy.get_layer("scale").scale, np.full(4, 1.5, np.float32))
+    assert not {id(v) for v in model.weights} & {id(v) for v in copy.weights}
+
+
+def test_clone_layers_names_a_layer_whose_get_config_is_incomplete():
+    inp = keras.Input((4,))
+    model = keras.Model(inp, ForgetfulScale(channels=5, name="forgetful")(inp))
+    # rebuilt from its config the layer gets 3 scales, not 5
+    with pytest.raises(ValueError, match=r"'forgetful'.*\(3,\).*\(5,\).*every argument"):
+        clone_layers(model, lambda layer: None, None)
