@@ -1,12 +1,16 @@
 """Which layers and which of their weights can be pruned.
 
 Built in: ``keras.layers.Conv2D``, ``keras.layers.Dense`` and
-``keras.layers.DepthwiseConv2D``, and their subclasses (found with
-``isinstance``). Any other layer becomes prunable through a small protocol:
+``keras.layers.DepthwiseConv2D``, and their subclasses: their rules in
+:mod:`tf_sparse_prune.layer_rules` (found with ``isinstance``) are ``prunable``. A layer
+type of your own becomes prunable by registering a rule for it
+(``tf_sparse_prune.layer_rules.register_rule``, which also teaches the dependency graph,
+FLOP counting and surgery about it), or, for masking only, through a small protocol:
 define ``get_prunable_weights()`` returning the kernels to prune. Each kernel's
 last axis must be its output axis and the second last its input axis (as for
 ``Dense`` and ``Conv2D``); set ``prunable_depthwise = True`` on the layer if, like
-``DepthwiseConv2D``, its last two axes are ``(channels, multiplier)``.
+``DepthwiseConv2D``, its last two axes are ``(channels, multiplier)``. A prunable rule
+wins over the protocol.
 
 Example:
     >>> import keras, tf_sparse_prune as tsp
@@ -26,24 +30,33 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["UnsupportedLayerError", "prunable_weights", "why_not_prunable"]
+from tf_sparse_prune.layer_rules import rule_for
 
-_BUILTIN = (keras.layers.DepthwiseConv2D, keras.layers.Conv2D, keras.layers.Dense)
+__all__ = ["UnsupportedLayerError", "prunable_weights", "why_not_prunable"]
 
 
 class UnsupportedLayerError(TypeError):
     """A layer has no prunable weights that tf_sparse_prune knows how to mask."""
 
 
+def _rule_prunes(layer: keras.layers.Layer):
+    """The layer's rule if it offers kernels for masking, else ``None``."""
+    rule = rule_for(layer)
+    if rule is not None and rule.why_not_prunable(layer) is None:
+        return rule
+    return None
+
+
 def why_not_prunable(layer: keras.layers.Layer) -> str | None:
     """``None`` if ``layer`` is prunable, else a one-line reason."""
     if isinstance(layer, keras.Model):
         return "a nested model (its layers are considered one by one)"
-    if isinstance(layer, _BUILTIN) or callable(getattr(layer, "get_prunable_weights", None)):
+    if _rule_prunes(layer) is not None or callable(getattr(layer, "get_prunable_weights", None)):
         return None
     return (
         f"{type(layer).__name__} is not supported (supported: Conv2D, Dense, DepthwiseConv2D "
-        f"and subclasses, or a layer defining get_prunable_weights())"
+        f"and subclasses, a layer whose rule is registered with "
+        f"tf_sparse_prune.layer_rules.register_rule, or a layer defining get_prunable_weights())"
     )
 
 
@@ -56,10 +69,15 @@ def prunable_weights(layer: keras.layers.Layer) -> list[tuple[keras.Variable, bo
     reason = why_not_prunable(layer)
     if reason is not None:
         raise UnsupportedLayerError(f"layer {layer.name!r}: {reason}")
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return [(layer.kernel, True)]
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-        return [(layer.kernel, False)]
+    rule = _rule_prunes(layer)
+    if rule is not None:
+        weights = list(rule.prunable_weights(layer))
+        if not weights:
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r}: the prunable rule {type(rule).__name__} returned no "
+                "weights from prunable_weights(); it must return [(kernel, depthwise), ...]"
+            )
+        return weights
     weights = list(layer.get_prunable_weights())
     if not weights:
         raise UnsupportedLayerError(

@@ -11,6 +11,7 @@ its strided units of the next ``Dense``); ``DepthwiseConv*`` with ``depth_multip
 repeats each element m times. ``Add``, ``Subtract``, ``Multiply``, ``Average``,
 ``Maximum`` and ``Minimum`` unite their inputs' elements position by position (union-find),
 and so does a second call of a shared layer with weights (its weight rows serve both calls).
+A grouped convolution unites the same position of every group, so the layer stays grouped.
 A *channel* of a group is a united set of elements; a *group* is the set of channels made
 by producers that got united, e.g. all the convolutions whose outputs meet at the residual
 additions of one ResNet stage. Removing a group's channel removes the producers' output
@@ -18,10 +19,14 @@ filters, every per-channel weight (BN, depthwise, LayerNorm, PReLU, biases) and 
 consumer's input rows (kernels of Conv/Dense/SeparableConv pointwise, strided rows after a
 Flatten) that hold it.
 
+What a layer type does to channels is its rule in :mod:`tf_sparse_prune.layer_rules`, found
+with ``isinstance`` (a subclass of ``Dense`` is understood as a ``Dense``); register a rule
+there to teach the graph, FLOP counting and surgery a layer of your own.
+
 A group is unprunable, with the reason naming the layer, when it reaches a model input or
-output, a layer the graph cannot reason about (a custom or subclassed layer, a grouped or
-channels-first convolution, a softmax over channels, a wrapped layer, a ``keras.ops`` call,
-...), a shape mismatch or broadcast in a merge, or, by default, a ``LayerNormalization``
+output, a layer the graph cannot reason about (a layer type without a rule, a subclassed
+model, a channels-first layer, a softmax over channels, a wrapped layer, a ``keras.ops``
+call, ...), a shape mismatch or broadcast in a merge, or, by default, a ``LayerNormalization``
 over the channel axis (removing channels changes the statistics of the kept ones, so the
 smaller model would not compute the masked model; ``allow_layernorm=True`` prunes through it
 anyway, as structured pruners usually do).
@@ -63,53 +68,12 @@ from tf_sparse_prune.graph._walk import (
     is_graph_model,
     ordered_nodes,
 )
-from tf_sparse_prune.graph.flops import _MERGE as _COUNTED_MERGE
 from tf_sparse_prune.graph.flops import _layer_flops
+from tf_sparse_prune.layer_rules import ChannelContext, LayerNotSupported, rule_for
 
 __all__ = ["ChannelGroup", "ChannelSlice", "DependencyGraph"]
 
 L = layers
-_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
-_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
-_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
-_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
-# Layers that act on each channel separately and keep the channel axis last.
-_CHANNELWISE = (
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.SpatialDropout3D,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.AlphaDropout,
-    L.ActivityRegularization,
-    L.Identity,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.MaxPooling3D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.AveragePooling3D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.GlobalMaxPooling3D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.UpSampling3D,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.ZeroPadding3D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.Cropping3D,
-)
-_CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
 
 @dataclass(frozen=True)
@@ -171,7 +135,7 @@ class _Record:
     path: str
     # (weight index, axis, role, element array)
     axes: list[tuple[int, int, str, np.ndarray]] = field(default_factory=list)
-    # config key -> element array whose kept count sets it ("filters", "units", "target_shape")
+    # config key -> the element array it depends on ("filters", "units", "target_shape", ...)
     config: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -292,25 +256,23 @@ class DependencyGraph:
         def kept(arr: np.ndarray) -> int:
             return sum(self._find(int(e)) not in removed for e in arr.tolist())
 
+        def resized(shapes: list, arrays: list) -> list[tuple]:
+            """Per-example shapes with each channel axis cut to its kept channels."""
+            out = []
+            for shape, arr in zip(shapes, arrays, strict=True):
+                shape = tuple(shape[1:])
+                if len(shape) >= 1 and shape[-1] == len(arr):
+                    shape = (*shape[:-1], kept(arr))
+                out.append(shape)
+            return out
+
         totals: dict[str, int] = {}
         for path, op, node, ins, outs in self._calls:
             flops = _layer_flops(op, node)  # also checks for unknown dimensions
-            if not flops or path in self._unsupported:
-                pass
-            elif type(op) in (*_CONV, L.Dense, *_SEPARABLE, *_DEPTHWISE):
-                spatial = math.prod(node.outputs[0].shape[1:-1])
-                out = spatial * kept(outs[0])
-                bias = out if op.use_bias else 0
-                if type(op) in _DEPTHWISE:
-                    flops = 2 * out * math.prod(op.kernel_size) + bias
-                elif type(op) in _SEPARABLE:
-                    mid = kept(ins[0]) * op.depth_multiplier
-                    taps = math.prod(op.kernel_size)
-                    flops = 2 * spatial * mid * taps + 2 * out * mid + bias
-                else:
-                    flops = 2 * out * math.prod(op.kernel.shape[:-2]) * kept(ins[0]) + bias
-            elif type(op) is L.BatchNormalization or type(op) in _COUNTED_MERGE:
-                flops = flops * kept(outs[0]) // len(outs[0])
+            if flops and path not in self._unsupported:
+                in_shapes = [t.shape for t in node.arguments.keras_tensors]
+                out_shapes = [t.shape for t in node.outputs]
+                flops = rule_for(op).flops(op, resized(in_shapes, ins), resized(out_shapes, outs))
             if flops:
                 totals[path] = totals.get(path, 0) + flops
         return totals if by_layer else sum(totals.values())
@@ -388,7 +350,8 @@ class DependencyGraph:
         """The removal as layer edits and new nested-model input widths.
 
         Returns:
-            ``{id(layer): (config updates, {weight index: [(axis, kept positions)]})}`` and
+            ``{id(layer): ({config key: kept positions}, {weight index: [(axis, kept
+            positions)]})}`` and
             ``{id(nested model): [kept channels of each input]}``.
         """
         removed = self._removed_elements(removal)
@@ -407,8 +370,8 @@ class DependencyGraph:
                     cuts.setdefault(wi, []).append((axis, keep))
             updates = {}
             for name, arr in rec.config.items():
-                kept = sum(self._find(int(e)) not in removed for e in arr)
-                if kept < len(arr):
+                kept = [p for p, e in enumerate(arr.tolist()) if self._find(e) not in removed]
+                if len(kept) < len(arr):
                     updates[name] = kept
             if cuts or updates:
                 plan[key] = (updates, cuts)
@@ -510,135 +473,58 @@ class DependencyGraph:
         return self._layer_space[id(layer)]
 
     def _visit(self, op, path: str, node, ins: list[np.ndarray]) -> list[np.ndarray]:
-        kind = type(op)
-        in_shapes = [tuple(t.shape) for t in node.arguments.keras_tensors]
-        out_shapes = [tuple(t.shape) for t in node.outputs]
         if not isinstance(op, keras.layers.Layer):
             return self._unknown(op, path, node, ins, "is a keras.ops call, not a layer")
         if isinstance(op, keras.Model):
             return self._unknown(op, path, node, ins, "is a subclassed model")
-        if len(ins) != 1 and kind not in _MERGE and kind is not L.Concatenate:
-            return self._unknown(op, path, node, ins, "takes several inputs")
         if getattr(op, "data_format", "channels_last") != "channels_last":
             return self._unknown(op, path, node, ins, "uses data_format='channels_first'")
-        x = ins[0] if ins else None
+        rule = rule_for(op)
+        if rule is None:
+            return self._unknown(
+                op,
+                path,
+                node,
+                ins,
+                "is not supported by the dependency graph (no layer rule: "
+                "tf_sparse_prune.layer_rules.register_rule adds one)",
+            )
+        ctx = ChannelContext(self, op, path, node, ins)
+        mark = (len(self._parent), len(self._space_names), id(op) in self._layer_space)
+        try:
+            outs = rule.channel_map(op, ctx)
+        except LayerNotSupported as e:
+            self._rollback(op, *mark)
+            return self._unknown(op, path, node, ins, str(e))
+        outs = [np.asarray(arr, dtype=np.int64) for arr in outs]
+        expected = [_channels(t.shape) for t in node.outputs]
+        if [len(arr) for arr in outs] != expected:
+            raise ValueError(
+                f"layer {path!r} ({type(op).__name__}): {type(rule).__name__}.channel_map returned "
+                f"channel arrays of lengths {[len(a) for a in outs]}; the call's outputs have "
+                f"{expected} channels (one array per output, one element per channel)"
+            )
+        for a, b in ctx.unions:
+            self._union(a, b)
         index = {id(w): i for i, w in enumerate(op.weights)}
+        axes = []
+        for variable, axis, role, arr in ctx.axes:
+            if id(variable) not in index:
+                raise ValueError(
+                    f"layer {path!r}: {type(rule).__name__} recorded {variable.name!r}, which is "
+                    f"not one of the layer's weights {[w.name for w in op.weights]}"
+                )
+            axes.append((index[id(variable)], axis, role, arr))
+        if axes or ctx.config or id(op) in self._records:
+            self._record(op, path, axes, ctx.config)
+        return outs
 
-        if kind in _CONV:
-            if op.groups != 1:
-                return self._unknown(op, path, node, ins, f"is a grouped convolution ({op.groups})")
-            if op.kernel.shape[-2] != len(x):
-                return self._unknown(op, path, node, ins, "has an unexpected kernel shape")
-            out = self._produce(op, path, op.filters)
-            axes = [(index[id(op.kernel)], op.kernel.ndim - 2, "input", x)]
-            axes.append((index[id(op.kernel)], op.kernel.ndim - 1, "output", out))
-            if op.use_bias:
-                axes.append((index[id(op.bias)], 0, "output", out))
-            self._record(op, path, axes, {"filters": out})
-            return [out]
-        if kind is L.Dense:
-            if op.lora_enabled or op.quantization_mode is not None:
-                return self._unknown(op, path, node, ins, "is quantized or has LoRA weights")
-            if op.kernel.shape[0] != len(x):
-                return self._unknown(op, path, node, ins, "has an unexpected kernel shape")
-            out = self._produce(op, path, op.units)
-            axes = [(index[id(op.kernel)], 0, "input", x), (index[id(op.kernel)], 1, "output", out)]
-            if op.use_bias:
-                axes.append((index[id(op.bias)], 0, "output", out))
-            self._record(op, path, axes, {"units": out})
-            return [out]
-        if kind in _DEPTHWISE:
-            mult = op.depth_multiplier
-            if op.kernel.shape[-2] != len(x):
-                return self._unknown(op, path, node, ins, "has an unexpected kernel shape")
-            out = np.repeat(x, mult)
-            axes = [(index[id(op.kernel)], op.kernel.ndim - 2, "channel", x)]
-            if op.use_bias:
-                axes.append((index[id(op.bias)], 0, "channel", out))
-            self._record(op, path, axes)
-            return [out]
-        if kind in _SEPARABLE:
-            dw, pw = op.depthwise_kernel, op.pointwise_kernel
-            if dw.shape[-2] != len(x):
-                return self._unknown(op, path, node, ins, "has an unexpected kernel shape")
-            out = self._produce(op, path, op.filters)
-            mid = np.repeat(x, op.depth_multiplier)
-            axes = [
-                (index[id(dw)], dw.ndim - 2, "channel", x),
-                (index[id(pw)], pw.ndim - 2, "input", mid),
-                (index[id(pw)], pw.ndim - 1, "output", out),
-            ]
-            if op.use_bias:
-                axes.append((index[id(op.bias)], 0, "output", out))
-            self._record(op, path, axes, {"filters": out})
-            return [out]
-        if kind is L.BatchNormalization:
-            if op.axis not in (-1, len(in_shapes[0]) - 1):
-                return self._unknown(
-                    op, path, node, ins, f"normalizes axis {op.axis}, not channels"
-                )
-            self._record(op, path, [(i, 0, "channel", x) for i in range(len(op.weights))])
-            return [x]
-        if kind is L.LayerNormalization:
-            axes = [a % len(in_shapes[0]) for a in np.atleast_1d(op.axis)]
-            if axes != [len(in_shapes[0]) - 1]:
-                return self._unknown(op, path, node, ins, f"normalizes axes {op.axis}")
-            if not self.allow_layernorm:
-                return self._unknown(
-                    op,
-                    path,
-                    node,
-                    ins,
-                    "normalizes over the channel axis: removing channels would change the "
-                    "kept ones (DependencyGraph(..., allow_layernorm=True) prunes anyway)",
-                )
-            self._record(op, path, [(i, 0, "channel", x) for i in range(len(op.weights))])
-            return [x]
-        if kind is L.PReLU:
-            alpha = op.alpha
-            if alpha.shape[-1] != 1:
-                if alpha.shape[-1] != len(x):
-                    return self._unknown(op, path, node, ins, "has an unexpected alpha shape")
-                self._record(op, path, [(index[id(alpha)], alpha.ndim - 1, "channel", x)])
-            return [x]
-        if kind is L.Activation:
-            name = getattr(op.activation, "__name__", "")
-            if name in _CHANNEL_MIXING_ACTIVATIONS:
-                return self._unknown(op, path, node, ins, f"applies {name} across channels")
-            return [x]
-        if kind in _CHANNELWISE:
-            if op.weights:
-                return self._unknown(op, path, node, ins, "has unexpected weights")
-            return [x]
-        if kind in _MERGE:
-            if len({len(a) for a in ins}) != 1:  # spatial broadcasting is fine, channels not
-                return self._unknown(op, path, node, ins, f"broadcasts channels of {in_shapes}")
-            for other in ins[1:]:
-                self._union(ins[0], other)
-            return [ins[0]]
-        if kind is L.Concatenate:
-            rank = len(in_shapes[0])
-            if op.axis % rank == rank - 1:
-                return [np.concatenate(ins)]
-            if len({len(a) for a in ins}) != 1:
-                return self._unknown(op, path, node, ins, "concatenates mismatched channels")
-            for other in ins[1:]:
-                self._union(ins[0], other)
-            return [ins[0]]
-        if kind in (L.Flatten, L.Reshape):
-            in_shape, out_shape = in_shapes[0], out_shapes[0]
-            if any(d is None for d in in_shape[1:] + out_shape[1:]):
-                return self._unknown(op, path, node, ins, "has unknown dimensions")
-            if len(out_shape) == 2:  # flattening: channel c feeds units c, c + C, c + 2C, ...
-                out = np.tile(x, math.prod(in_shape[1:-1]))
-                if kind is L.Reshape:
-                    self._record(op, path, [], {"target_shape": out})
-                return [out]
-            if kind is L.Reshape and out_shape[-1] == in_shape[-1]:  # channel axis kept
-                self._record(op, path, [], {"target_shape": x})
-                return [x]
-            return self._unknown(op, path, node, ins, f"reshapes {in_shape} to {out_shape}")
-        return self._unknown(op, path, node, ins, "is not supported by the dependency graph")
+    def _rollback(self, op, n_elements: int, n_spaces: int, had_space: bool) -> None:
+        """Forgets the channels a rule made before it gave up on the call."""
+        del self._parent[n_elements:], self._space_of[n_elements:]
+        del self._space_names[n_spaces:], self._space_first[n_spaces:]
+        if not had_space:
+            self._layer_space.pop(id(op), None)
 
     # ------------------------------------------------------------------ groups
 

@@ -20,6 +20,9 @@ layer                             FLOPs
 anything else                     0 (activations, pooling, LayerNorm, reshapes, ...)
 ================================  ==========================================================
 
+Each count is the ``flops`` method of the layer's rule in :mod:`tf_sparse_prune.layer_rules`
+(a layer type without a rule counts 0; register a rule to count your own layers).
+
 The pruning literature's "FLOPs" (e.g. "ResNet-20: 41M FLOPs") usually counts
 multiply-accumulates of the convolutions and dense layers only; that number is
 ``tf_sparse_prune.models.count_macs``, about half of :func:`count_flops`.
@@ -44,50 +47,21 @@ import keras
 from keras import layers
 
 from tf_sparse_prune.graph._walk import check_graph_model, is_graph_model, ordered_nodes
+from tf_sparse_prune.layer_rules import rule_for
 
 __all__ = ["count_flops", "count_params"]
 
-_MERGE = (
-    layers.Add,
-    layers.Subtract,
-    layers.Multiply,
-    layers.Average,
-    layers.Maximum,
-    layers.Minimum,
-)
-
 
 def _layer_flops(layer: keras.layers.Layer, node) -> int:
+    """FLOPs of one call, from the layer's rule (0 for a layer type without one)."""
     while isinstance(layer, layers.Wrapper):  # e.g. a pruning wrapper: count the inner layer
         layer = layer.layer
-    outs = [tuple(t.shape[1:]) for t in node.outputs]
-    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
-                          layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D,
-                          layers.Dense, layers.BatchNormalization, *_MERGE)):  # fmt: skip
-        for shape in outs:
-            if any(d is None for d in shape):
-                raise ValueError(
-                    f"layer {layer.name!r} has an output shape {(None, *shape)} with unknown "
-                    "dimensions; build the model with a fixed input shape"
-                )
-    if not outs:
+    rule = rule_for(layer) if isinstance(layer, keras.layers.Layer) else None
+    if rule is None or not node.outputs:
         return 0
-    out = math.prod(outs[0])
-    bias = out if getattr(layer, "use_bias", False) else 0
-    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return 2 * out * math.prod(layer.kernel_size) + bias
-    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
-        c_mid = layer.pointwise_kernel.shape[-2]
-        mid = math.prod(outs[0][:-1]) * c_mid
-        return 2 * mid * math.prod(layer.kernel_size) + 2 * out * c_mid + bias
-    if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.Dense)):
-        return 2 * out * math.prod(layer.kernel.shape[:-1]) + bias
-    if isinstance(layer, layers.BatchNormalization):
-        return 2 * out
-    if isinstance(layer, _MERGE):
-        n = len(node.arguments.keras_tensors)
-        return (n - 1) * out + (out if isinstance(layer, layers.Average) else 0)
-    return 0
+    inputs = [tuple(t.shape[1:]) for t in node.arguments.keras_tensors]
+    outputs = [tuple(t.shape[1:]) for t in node.outputs]
+    return int(rule.flops(layer, inputs, outputs))
 
 
 def _walk(model: keras.Model, prefix: str, totals: dict[str, int]) -> None:

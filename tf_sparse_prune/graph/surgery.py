@@ -32,6 +32,7 @@ import numpy as np
 
 from tf_sparse_prune.graph._walk import check_graph_model, functional_of, is_graph_model
 from tf_sparse_prune.graph.dependency import DependencyGraph
+from tf_sparse_prune.layer_rules import rule_for
 
 __all__ = ["remove_channels"]
 
@@ -44,8 +45,10 @@ def remove_channels(
 ) -> keras.Model:
     """Builds a new model without the given channels, copying every surviving weight.
 
-    Every layer touched by a removed channel is rebuilt from its config with new ``filters``
-    / ``units`` (``Reshape`` gets a new ``target_shape``), and its weights are the kept
+    Every layer touched by a removed channel is rebuilt from its config as its layer rule's
+    ``shrink_config`` says (new ``filters`` / ``units``, a ``Reshape``'s ``target_shape``, a
+    per-channel ``Rescaling`` scale, ...; see :mod:`tf_sparse_prune.layer_rules`), and its
+    weights are the kept
     slices of the original's: kernels on their output and input axes, biases, BatchNorm
     gamma/beta/moving statistics, depthwise channels, LayerNorm and PReLU parameters, the
     strided input rows of a ``Dense`` after a ``Flatten``. Untouched layers are plain copies.
@@ -120,11 +123,9 @@ def _rebuild(
             new = _rebuild(layer, plan, widths, clones)
         else:
             config = layer.get_config()
-            for key, kept in plan.get(id(layer), ({}, {}))[0].items():
-                if key == "target_shape":
-                    config[key] = (*tuple(config[key])[:-1], kept)
-                else:
-                    config[key] = kept
+            kept = plan.get(id(layer), ({}, {}))[0]
+            if kept:  # only layers with a rule record config keys
+                config = rule_for(layer).shrink_config(layer, config, kept)
             new = layer.__class__.from_config(config)
         clones[id(layer)] = (layer, new)
         return new
