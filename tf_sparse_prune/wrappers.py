@@ -8,6 +8,13 @@ by the algorithm's ``effective_kernel`` (by default ``kernel * expand(mask)``)
 through a ``keras.StatelessScope`` state mapping, so any layer works without
 re-implementing its ``call`` (SPEC §8).
 
+Mixed precision: the wrapper takes the wrapped layer's dtype policy, and the
+algorithm's hooks (``effective_kernel``, ``loss``) run with Keras autocasting off,
+so they see every variable in its stored dtype (kernels, masks and scores float32,
+SMART's temperature and threshold float64). The effective kernel therefore stays
+float32 in the state mapping, and the wrapped layer casts it to its compute dtype
+(float16 or bfloat16) exactly as it casts its own kernel.
+
 Example:
     >>> import keras, tf_sparse_prune as tsp
     >>> w = tsp.PruneWrapper(keras.layers.Dense(32), tsp.Magnitude(0.5, tsp.OneByN(16)))
@@ -24,6 +31,10 @@ from typing import Any
 
 import keras
 import numpy as np
+
+# Keras has no public way to read a variable in its stored dtype inside a mixed-precision
+# layer call; the autocast scope is pinned with the Keras version (pyproject: keras<3.16).
+from keras.src.backend import AutocastScope
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.prunable import UnsupportedLayerError, prunable_weights, why_not_prunable
@@ -60,6 +71,9 @@ class PruneWrapper(keras.layers.Wrapper):
         if reason is not None:
             raise UnsupportedLayerError(f"layer {layer.name!r} cannot be pruned: {reason}")
         kwargs.setdefault("name", f"pruned_{layer.name}")
+        # The wrapped layer's policy, not the global one, so a float32 layer in a
+        # mixed-precision model keeps float32 inputs and outputs through its wrapper.
+        kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.algorithm = algorithm
         self.masks: list[keras.Variable] = []
@@ -141,15 +155,19 @@ class PruneWrapper(keras.layers.Wrapper):
 
     # ---- forward ------------------------------------------------------------------------
     def call(self, inputs, *args, training=None, **kwargs):
-        mapping = [
-            (var, self.algorithm.effective_kernel(self, i, var.value, training))
-            for i, (var, _) in enumerate(self._targets)
-        ]
-        if training:
-            extra = self.algorithm.loss(self)
-            if extra is not None:
-                self.add_loss(extra)
-        with keras.StatelessScope(state_mapping=mapping) as scope:
+        # Autocasting off: the hooks compute in the variables' own dtypes, and the state
+        # mapping keeps the float32 effective kernel (the scope casts a mapped value to the
+        # variable's dtype as autocast reports it); the wrapped layer casts it when it reads it.
+        with AutocastScope(None):
+            mapping = [
+                (var, self.algorithm.effective_kernel(self, i, var.value, training))
+                for i, (var, _) in enumerate(self._targets)
+            ]
+            extra = self.algorithm.loss(self) if training else None
+            scope = keras.StatelessScope(state_mapping=mapping)
+        if extra is not None:
+            self.add_loss(extra)
+        with scope:
             outputs = self.layer(inputs, *args, **kwargs)
         # Keep state updates the wrapped layer made inside the scope (none for the
         # built-in layers; a custom prunable layer may have some).
