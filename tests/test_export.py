@@ -29,7 +29,8 @@ def trained():
         ]
     )
     pruner = tsp.Magnitude(0.5, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.5, 0, frequency=3))
-    pruned = tsp.prune_model(model, pruner)
+    # every kernel type named, so none is left to the default selection's judgement
+    pruned = tsp.prune_model(model, pruner, layers=["c0", "dw", "pw", "fc"])
     x, y = random_data(48, (10, 10, 3), classes=16)
     compile_for_classification(pruned, lr=0.01)
     pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=pruner.callbacks())
@@ -129,3 +130,57 @@ def test_report_of_a_stripped_model_names_the_pattern_its_zeros_form(trained):
     assert detect_structure(blocks) == "1x8"
     blocks[:, :, 2, 0:8] = 0  # now it is a whole 1x16 block
     assert detect_structure(blocks) == "1x16"
+
+
+def test_check_tflite_sparsity_of_a_still_wrapped_model_says_to_strip_it(trained):
+    pruned, _ = trained
+    with pytest.raises(ValueError, match=r"still holds PruneWrapper layers.*tsp\.strip_pruning"):
+        tsp.check_tflite_sparsity(pruned, tsp.export_tflite(pruned))
+
+
+def test_check_tflite_sparsity_of_an_unpruned_model_says_what_it_checked():
+    # pruned but never trained: every mask is still full, the stripped kernels dense
+    final = tsp.strip_pruning(tsp.prune_model(small_cnn(), tsp.Magnitude(0.5, tsp.OneByN(16))))
+    with pytest.raises(
+        ValueError, match=r"no prunable kernel.*conv0 \(3, 3, 3, 32\).*fc \(32, 10\).*callbacks="
+    ):
+        tsp.check_tflite_sparsity(final, b"")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_strip_and_export_of_a_mixed_precision_model_are_float32(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(5)
+        model = small_cnn(channels=(16, 16), dense_units=16, input_shape=(6, 6, 3))
+        pruner = tsp.Magnitude(
+            0.5, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.5, 0, frequency=1)
+        )
+        pruned = tsp.prune_model(model, pruner)
+        x, y = random_data(8, (6, 6, 3), classes=16)
+        compile_for_classification(pruned, lr=0.01)
+        pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=pruner.callbacks())
+        assert pruned.get_layer("bn1").compute_dtype != "float32"
+        flat = tsp.export_tflite(pruned)  # still wrapped, global policy still mixed
+        final = tsp.strip_pruning(pruned)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in final._flatten_layers()} == {"float32"}
+    assert final.predict(x, verbose=0).dtype == np.float32
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    floats = {np.dtype(d["dtype"]) for d in interp.get_tensor_details()} - {np.dtype(np.int32)}
+    assert floats == {np.dtype(np.float32)}
+    assert interp.get_input_details()[0]["dtype"] == np.float32
+    assert interp.get_output_details()[0]["dtype"] == np.float32
+    checks = tsp.check_tflite_sparsity(final, flat)
+    assert sorted(c.layer for c in checks) == sorted(w.layer.name for w in collect_wrappers(pruned))
+    assert all(c.preserved for c in checks), checks
+    interp.set_tensor(interp.get_input_details()[0]["index"], x[:1])
+    interp.invoke()
+    np.testing.assert_allclose(
+        interp.get_tensor(interp.get_output_details()[0]["index"]),
+        final.predict(x[:1], verbose=0),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -29,7 +29,9 @@ def check_keras3_model(model: object, what: str = "model") -> None:
             raise TypeError(
                 f"{what} {model.name!r} is a subclassed keras.Model ({type(model).__name__}); "
                 "tf_sparse_prune rebuilds Sequential and functional models only. For a subclassed "
-                "model, wrap its layers yourself in __init__ with tsp.PruneWrapper(layer, pruner)"
+                "model, wrap its layers yourself in __init__ with tsp.PruneWrapper(layer, pruner), "
+                "call it once on a batch, train it with callbacks=pruner.callbacks(); "
+                "tsp.strip_pruning and tsp.export_tflite accept such a model"
             )
         if not model.built:
             raise ValueError(

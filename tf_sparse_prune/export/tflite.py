@@ -131,12 +131,12 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
         )
     layers = _kernel_layers(model)
     kernels = [
-        (layer, tflite_layout(var.numpy(), layer))
+        (layer, tuple(var.shape), tflite_layout(var.numpy(), layer))
         for layer in layers
         for var, _ in prunable_weights(layer)
     ]
-    if not any((kernel == 0).any() for _, kernel in kernels):
-        checked = ", ".join(f"{layer.name} {tuple(k.shape)}" for layer, k in kernels)
+    if not any((kernel == 0).any() for _, _, kernel in kernels):
+        checked = ", ".join(f"{layer.name} {shape}" for layer, shape, _ in kernels)
         raise ValueError(
             f"check_tflite_sparsity: no prunable kernel of model {model.name!r} holds a zero "
             f"weight, so nothing was pruned and there is nothing to check (checked the "
@@ -159,7 +159,7 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
             continue
         constants.setdefault(tuple(value.shape), []).append((detail["name"], value))
     checks = []
-    for layer, kernel in kernels:
+    for layer, _, kernel in kernels:
         zeros = kernel == 0
         if not zeros.any():
             continue
