@@ -1,4 +1,4 @@
-"""Channel dependency graph, physical channel removal and FLOP counting (issue 6, graph part)."""
+"""Channel dependency graph, physical channel removal and FLOP counting."""
 
 import keras
 import numpy as np
@@ -225,16 +225,31 @@ def test_an_unsupported_layer_makes_its_groups_unprunable_and_names_itself():
     _check_surgery(model, {c2.id: [0, 3]}, graph=graph)
 
 
-def test_grouped_convolutions_and_keras_ops_calls_make_their_groups_unprunable():
+def test_grouped_convolutions_couple_each_position_across_their_groups():
     inp = keras.Input((6, 6, 4))
     x = L.Conv2D(4, 1, name="c0")(inp)
     x = L.Conv2D(8, 3, groups=2, name="gconv")(x)
-    x = L.Conv2D(6, 1, name="c1")(x) * 2.0
+    x = L.Conv2D(6, 1, name="c1")(x)
     model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
     graph = DependencyGraph(model)
-    assert "'gconv' (Conv2D) is a grouped convolution" in graph.group_of("c0").reason
+    c0, gconv = graph.group_of("c0"), graph.group_of("gconv")
+    assert c0.prunable and gconv.prunable and not graph.unsupported_layers
+    assert (c0.size, gconv.size) == (2, 4)  # positions per group, shared by both groups
+    (rows,) = [s for s in c0.slices if s.layer == "gconv"]
+    assert (rows.role, rows.positions) == ("input", ((0,), (1,)))
+    (c0_out,) = [s for s in c0.slices if s.layer == "c0" and s.weight == "kernel"]
+    assert c0_out.positions == ((0, 2), (1, 3))  # channel r of each group goes together
+    small, _, _ = _check_surgery(model, {c0.id: [1], gconv.id: [0, 3]}, graph=graph)
+    assert small.get_layer("gconv").kernel.shape == (3, 3, 1, 4)
+    assert small.get_layer("gconv").groups == 2
+
+
+def test_keras_ops_calls_make_their_groups_unprunable():
+    inp = keras.Input((6, 6, 4))
+    x = keras.ops.flip(L.Conv2D(6, 1, name="c1")(inp), axis=-1)
+    model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
+    graph = DependencyGraph(model)
     assert "is a keras.ops call, not a layer" in graph.group_of("c1").reason
-    assert not graph.group_of("gconv").prunable  # its kernel's input axis is per group
 
 
 def test_layernorm_on_channels_is_unprunable_unless_allowed():
@@ -330,7 +345,12 @@ def test_random_removals_match_the_masked_model(make, fraction):
 def test_removing_channels_around_dict_inputs_ops_calls_and_sequences():
     model = _sequence_model()
     graph = DependencyGraph(model)
-    assert [g.producers for g in graph.prunable_groups] == [("c3",), ("d3",), ("c1d",)]
+    assert [g.producers for g in graph.prunable_groups] == [
+        ("gconv", "cb"),  # cat_h is on the height axis: it couples gconv's and cb's channels
+        ("c3",),
+        ("d3",),
+        ("c1d",),
+    ]
     removal = {g.id: [0, 2] for g in graph.prunable_groups}
     small = remove_channels(model, removal, graph=graph)
     rng = np.random.default_rng(0)
@@ -339,6 +359,7 @@ def test_removing_channels_around_dict_inputs_ops_calls_and_sequences():
         small(x).numpy(), masked_output(model, graph, removal, x), rtol=1e-5, atol=1e-5
     )
     assert small.get_layer("rs").target_shape == (128, 3)
+    assert small.get_layer("gconv").filters == small.get_layer("cb").filters == 4
     assert graph.flops_after(removal) == count_flops(small)
 
 

@@ -104,6 +104,8 @@ def remove_channels(
             for axis, keep in axes:
                 weights[wi] = np.take(weights[wi], keep, axis=axis)
         new.set_weights(weights)
+        if callable(getattr(new, "finalize_state", None)):  # e.g. Normalization caches its
+            new.finalize_state()  # statistics as tensors, as after loading a saved model
     return new_model
 
 

@@ -210,6 +210,8 @@ def _register_builtin_rules() -> None:
     register_rule(L.BatchNormalization, BatchNormRule())
     register_rule(L.LayerNormalization, LayerNormRule())
     register_rule(L.PReLU, PReLURule())
+    register_rule(L.Normalization, NormalizationRule())
+    register_rule(L.Rescaling, RescalingRule())
     register_rule(L.Activation, ActivationRule())
     passthrough = PassThroughRule()
     for cls in _PASS_THROUGH:

@@ -6,16 +6,24 @@ understood by the dependency graph and FLOP counting only, and are left dense by
 ``prune_model`` (the structures and the sparse TFLite kernels are written for the 2-D
 layouts).
 
+Grouped convolutions (``groups > 1``). Each group's filters read only its own
+``C_in / groups`` input channels through the same kernel rows, so removing channels keeps
+the layer grouped only if every group loses the same positions. The rule therefore couples
+input position ``r`` of every group into one channel, and likewise output position ``j``
+of every group's filters. When ``groups == C_in`` the convolution is a depthwise one and
+its channels pass through (filter ``j`` follows input ``j // (filters / groups)``), so
+``groups`` shrinks with the channels.
+
 Example:
     >>> import keras
     >>> from tf_sparse_prune.graph import DependencyGraph
     >>> inputs = keras.Input((6, 6, 3))
     >>> x = keras.layers.Conv2D(8, 1, name="expand")(inputs)
-    >>> x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    >>> x = keras.layers.Conv2D(8, 3, groups=4, name="gconv")(x)  # 4 groups of 2 channels
     >>> outputs = keras.layers.Dense(2, name="fc")(keras.layers.GlobalAveragePooling2D()(x))
     >>> graph = DependencyGraph(keras.Model(inputs, outputs))
-    >>> [(g.producers, g.size) for g in graph.prunable_groups]
-    [(('expand',), 8)]
+    >>> [(g.producers, g.size) for g in graph.prunable_groups]  # 2 positions per group
+    [(('expand',), 2), (('gconv',), 2)]
 """
 
 from __future__ import annotations
@@ -57,8 +65,6 @@ class ConvRule(LayerRule):
     def channel_map(self, layer, ctx):
         x = ctx.single_input()
         kernel, groups = layer.kernel, layer.groups
-        if groups != 1:
-            ctx.unsupported(f"is a grouped convolution ({groups})")
         if len(x) % groups or kernel.shape[-2] != len(x) // groups:
             ctx.unsupported("has an unexpected kernel shape")
         if groups == 1:
@@ -87,7 +93,9 @@ class ConvRule(LayerRule):
 
     def flops(self, layer, inputs, outputs):
         out = known_dims(outputs[0], layer)
-        per_output = math.prod(layer.kernel_size) * (inputs[0][-1] // layer.groups)
+        # One input channel per group stays one when channels are removed (groups shrinks).
+        per_group = inputs[0][-1] // layer.groups if layer.kernel.shape[-2] > 1 else 1
+        per_output = math.prod(layer.kernel_size) * per_group
         return 2 * out * per_output + _bias_flops(layer, out)
 
 
