@@ -100,3 +100,20 @@ def test_strip_pruning_of_an_uncalled_subclassed_model_says_to_call_it():
     net = TinyNet(_pruner())
     with pytest.raises(ValueError, match=r"\['pruned_pw', 'pruned_fc'\].*call the model"):
         tsp.strip_pruning(net)
+
+
+def test_export_tflite_of_a_mixed_bfloat16_subclassed_model_is_float32_and_restores_it():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(1)
+        net = TinyNet(_pruner())
+        x, _ = random_data(2, (6, 6, 8), classes=16)
+        before = keras.ops.convert_to_numpy(net(x))
+        flat = tsp.export_tflite(net)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in net._flatten_layers()} == {"mixed_bfloat16"}
+    interp = Interpreter(model_content=flat)
+    floats = {np.dtype(d["dtype"]) for d in interp.get_tensor_details()} - {np.dtype(np.int32)}
+    assert floats == {np.dtype(np.float32)}
+    np.testing.assert_allclose(_run(interp, x[:1]), before[:1].astype(np.float32), atol=0.05)
