@@ -2,6 +2,7 @@
 shift invariance, rows (N:M), the size-weighted form, edge cases, graph mode and XLA."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_sparse_prune.ops import soft_topk, soft_topk_threshold
+from tf_sparse_prune.ops import T_TOLERANCE, soft_topk, soft_topk_threshold
 
 
 def _f(x, k, tau, sizes=None, **kw):
@@ -37,6 +38,45 @@ def _finite_differences(x, k, tau, weights, sizes=None, h=1e-6):
         down[idx] -= h
         out[idx] = (loss(up) - loss(down)) / (2 * h)
     return out
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def _brute_force_threshold(x, k, tau, sizes=None) -> float:
+    """The root of ``sum s sigmoid((x + t) / tau) = k`` by bisection down to adjacent floats.
+
+    The sum is the count above ``t`` minus ``k`` plus the tails, summed exactly
+    (``math.fsum``), so its sign is right even where the tails are 1e-20.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    s = np.ones_like(x) if sizes is None else np.asarray(sizes, np.float64).ravel()
+
+    def excess(t):
+        terms = [-float(k)]
+        for xi, si in zip(x, s, strict=True):
+            z = (xi + t) / tau
+            terms += [si, -si * _sigmoid(-z)] if z >= 0 else [si * _sigmoid(z)]
+        return math.fsum(terms)
+
+    lo, hi = -x.max() - 40 * tau, -x.min() + 40 * tau
+    while lo < (mid := 0.5 * lo + 0.5 * hi) < hi:
+        lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
+    return 0.5 * lo + 0.5 * hi
+
+
+def _implicit_gradient(x, t, tau, weights):
+    """Prop. 2.2 at the threshold ``t``, for the loss ``sum(weights * f)``."""
+    e = np.array([_sigmoid(-abs((xi + t) / tau)) for xi in x])
+    v = e * (1 - e) / tau
+    return v * (weights - np.sum(weights * v) / np.sum(v))
+
+
+def _gapped_scores(gap, seed=0, tau=0.1):
+    """Four scores ``gap`` temperatures above six others: the sum is flat around ``t``."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.uniform(0, 1, 4) + gap * tau, rng.uniform(-1, 0, 6)])
 
 
 # ---- forward ---------------------------------------------------------------------------
@@ -217,3 +257,106 @@ def test_graph_mode_and_xla_give_the_eager_values_and_gradients(jit):
         f_graph, g_graph = compiled(x, tf.constant(tau))
         np.testing.assert_allclose(f_graph.numpy(), f_eager.numpy(), atol=1e-6)
         np.testing.assert_allclose(g_graph.numpy(), g_eager.numpy(), atol=1e-5)
+
+
+# ---- the threshold is pinned where the sum is flat ------------------------------------
+@pytest.mark.parametrize("gap", [20, 30])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_gradient_matches_finite_differences_where_the_sum_is_flat(gap, seed):
+    # the k-th and (k+1)-th scores many temperatures apart: the sum meets 1e-4 * k over
+    # several temperatures of t, yet f's tails and the gradient depend on where t lies
+    tau = 0.1
+    x = _gapped_scores(gap, seed, tau)
+    weights = np.random.default_rng(seed + 10).standard_normal(x.size)
+    got = _grad(x, 4, tau, weights)  # loss = sum(weights * f) + sum(f^2) / 2
+
+    def loss(z):  # the forward function as called, default tolerance
+        f = _f(z, 4, tau)
+        return np.sum(weights * f) + 0.5 * np.sum(f * f)
+
+    h = 1e-3 * tau
+    steps = h * np.eye(x.size)
+    want = np.array([(loss(x + d) - loss(x - d)) / (2 * h) for d in steps])
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("gap", [20, 60, 100])
+def test_the_gradient_is_the_implicit_one_at_the_exact_root_where_the_sum_is_flat(gap):
+    # beyond about 40 temperatures finite differences of float64 f drown in rounding;
+    # the closed form at the brute-force root is the reference there
+    tau = 0.1
+    x = _gapped_scores(gap, 1, tau)
+    weights = np.random.default_rng(7).standard_normal(x.size)
+    x_t = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_t)
+        loss = tf.reduce_sum(weights * soft_topk(x_t, 4, tau))
+    got = tape.gradient(loss, x_t).numpy()
+    want = _implicit_gradient(x, _brute_force_threshold(x, 4, tau), tau, weights)
+    assert np.max(np.abs(got - want)) <= 1e-9 * np.max(np.abs(want))
+
+
+THRESHOLD_CASES = {
+    # name: (scores, k, tau, sizes)
+    "flat_gap_30": (_gapped_scores(30), 4, 0.1, None),
+    "flat_gap_100": (_gapped_scores(100, 2), 4, 0.1, None),
+    "smooth": (np.random.default_rng(3).standard_normal(40), 13, 1.0, None),
+    "cold": (np.random.default_rng(4).standard_normal(40), 13, 1e-3, None),
+    "fractional_k": (np.random.default_rng(5).standard_normal(25), 6.5, 0.05, None),
+    "sizes": (
+        np.random.default_rng(6).standard_normal(30),
+        77.0,
+        0.02,
+        np.random.default_rng(7).integers(1, 9, 30).astype(np.float64),
+    ),
+    "sizes_flat": (_gapped_scores(40, 3), 10.0, 0.1, np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(THRESHOLD_CASES))
+def test_the_threshold_is_the_brute_force_root_within_the_threshold_tolerance(case):
+    x, k, tau, sizes = THRESHOLD_CASES[case]
+    got = float(soft_topk_threshold(x, k, tau, sizes))
+    want = _brute_force_threshold(x, k, tau, sizes)
+    assert abs(got - want) <= T_TOLERANCE * tau + 1e-15 * abs(want), (got, want)
+
+
+def test_rows_of_a_batch_each_meet_their_brute_force_root():
+    x = np.stack([_gapped_scores(gap, gap) for gap in (5, 25, 50, 80)])
+    got = soft_topk_threshold(x, 4, 0.1).numpy()
+    want = [_brute_force_threshold(row, 4, 0.1) for row in x]
+    np.testing.assert_allclose(got, want, rtol=0, atol=T_TOLERANCE * 0.1)
+
+
+# ---- k out of range --------------------------------------------------------------------
+@pytest.mark.parametrize("k", [-1, 6, 5.5, float("nan")])
+def test_a_k_outside_zero_to_n_is_refused_naming_k_and_the_range(k):
+    with pytest.raises(ValueError, match=r"soft_topk: k=.* must be in \[0, n\] with n = 5"):
+        soft_topk(np.arange(5.0), k, 0.5)
+    with pytest.raises(ValueError, match=r"k=.*\[0, n\]"):
+        soft_topk_threshold(np.arange(5.0), k, 0.5)
+
+
+def test_a_per_row_k_outside_the_range_names_its_row():
+    with pytest.raises(ValueError, match=r"k\[1\]=7\.0 .* n = 4"):
+        soft_topk(np.zeros((2, 4)), np.array([2, 7]), 0.5)
+
+
+def test_with_sizes_k_may_reach_the_total_size_and_no_further():
+    sizes = np.array([3.0, 1.0, 4.0])
+    np.testing.assert_array_equal(_f(np.arange(3.0), 8.0, 0.5, sizes), np.ones(3))
+    with pytest.raises(ValueError, match=r"k=8\.5 .* n = 8\.0, the total size of the row"):
+        soft_topk(np.arange(3.0), 8.5, 0.5, sizes)
+
+
+def test_an_eager_tensor_k_is_checked_too():
+    with pytest.raises(ValueError, match=r"k=9\.0"):
+        soft_topk(np.arange(5.0), tf.constant(9.0), 0.5)
+
+
+def test_a_traced_k_is_not_checked_and_clamps_to_all_or_nothing():
+    # inside tf.function (SMART's threshold) k is a placeholder: no check, no error
+    solve = tf.function(lambda x, k: soft_topk(x, k, 0.5))
+    x = tf.constant(np.arange(5.0))
+    np.testing.assert_array_equal(solve(x, tf.constant(9.0)).numpy(), np.ones(5))
+    np.testing.assert_array_equal(solve(x, tf.constant(-1.0)).numpy(), np.zeros(5))

@@ -12,28 +12,37 @@ Forward: ``t`` is found in float64 by a safeguarded Newton iteration on the
 bracket ``[-max(x) - 20 tau, -min(x) + 20 tau]`` (the sum is increasing in ``t``
 with slope ``sum s f (1 - f) / tau``; a Newton step that leaves the shrinking
 bracket, or shrinks it less than half as fast as bisection would, is replaced by
-a bisection step), each row stopping once its weighted sum is within
-``tolerance * k`` of ``k`` (``1e-4``), at most 60 steps. Newton needs a handful
-of steps where bisection needs 20-30 (N:M masks solve one row per group of every
-step). The loop has a
-fixed trip bound (a ``tf.while_loop`` with ``maximum_iterations``), so the op
-runs eagerly, in graph mode and under ``jit_compile=True`` (XLA); it is tested in
-all three.
+a bisection step). A row stops once its weighted sum is within ``tolerance * k`` of
+``k`` (``1e-4``) **and** ``t`` is pinned to ``T_TOLERANCE * tau`` (``1e-6``): a
+last Newton step of at most ``1e-4 tau`` (taken), or a bracket that narrow; at most 60
+steps. The sum alone does not pin ``t``: where the k-th and the (k+1)-th scores are
+many temperatures apart it is flat, meets the tolerance over several temperatures of
+``t``, and the gradient (which depends on the tails' balance) came out up to 10% off.
+The sum is evaluated as the size above ``t`` minus ``k`` plus the sigmoid tails, so
+it keeps full relative precision where the tails are far below ``1e-16 * k``.
+Newton needs a handful of steps where bisection needs 20-30 (N:M masks solve one row
+per group of every step); a staircase sum (many scores per temperature, e.g. 1e5 scores
+at ``tau = 1e-6``) takes about 25. The loop has a fixed trip bound (a
+``tf.while_loop`` with ``maximum_iterations``), so the op runs eagerly, in graph mode
+and under ``jit_compile=True`` (XLA); it is tested in all three.
 
 Backward (Prop. 2.2, closed form, O(n) memory): with ``v_i = f_i (1 - f_i) / tau``
-and ``g = dL/df``::
+(from ``sigmoid(-|z|)``, the small side, so it keeps its precision where ``f`` is near
+1) and ``g = dL/df``::
 
     dL/dx_j = v_j (g_j - s_j * sum_i g_i v_i / sum_i s_i v_i)
 
 When every entry is saturated (``sum s v = 0``) the gradient is exactly zero.
-``k <= 0`` gives exact zeros and ``k >= sum(s)`` exact ones (zero gradient);
-``f`` is never NaN or inf, for ties, equal scores, tiny temperatures and huge or
-tiny scores. ``k`` and ``temperature`` get no gradient. Limit of the fixed step
-budget: the sum meets ``k`` to the tolerance whenever the score spread
-``max - min`` is below about ``1e15 * tau`` (60 halvings of the bracket, the
-worst case of the safeguard); wider
-spreads (e.g. scores of 1e300) still give finite values in [0, 1], with a sum
-that may miss ``k``. SMART's scores live in ``[-10, 10]`` and ``tau >= 1e-6``.
+``0 <= k <= n`` (``n`` the entries per row, or their total size with ``sizes``) is
+checked wherever ``k`` is known when the op is built (numbers, arrays, eager
+tensors); ``k = 0`` gives exact zeros and ``k = n`` exact ones (zero gradient), as
+does a traced ``k`` beyond them. ``f`` is never NaN or inf, for ties, equal scores,
+tiny temperatures and huge or tiny scores. ``k`` and ``temperature`` get no gradient.
+Limit of the fixed step budget: the sum meets ``k`` to the tolerance whenever the
+score spread ``max - min`` is below about ``1e15 * tau`` (60 halvings of the bracket,
+the worst case of the safeguard); wider spreads (e.g. scores of 1e300) still give
+finite values in [0, 1], with a sum that may miss ``k``. SMART's scores live in
+``[-10, 10]`` and ``tau >= 1e-6``.
 
 Leading axes are independent rows (N:M groups): ``k`` is a scalar or one value per row.
 
@@ -54,12 +63,20 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MAX_STEPS", "TOLERANCE", "soft_topk", "soft_topk_threshold"]
+__all__ = ["MAX_STEPS", "TOLERANCE", "T_TOLERANCE", "soft_topk", "soft_topk_threshold"]
 
 #: solver steps at most
 MAX_STEPS = 60
 #: a row stops once ``|sum s f - k| <= TOLERANCE * k``
 TOLERANCE = 1e-4
+#: ... and once ``t`` is pinned: within ``T_TOLERANCE * tau`` of the root
+T_TOLERANCE = 1e-6
+#: a Newton step of at most this many temperatures, once taken, leaves ``t`` within
+#: ``step**2 / (2 tau)`` of the root (``|d2 sum / dt2| <= (d sum / dt) / tau`` for sums of
+#: sigmoids): 5e-9 tau, well inside ``T_TOLERANCE``
+_TAKEN_STEP = 1e-4
+#: relative float64 resolution of ``t`` (a few ulps): no step can pin ``t`` more finely
+_RESOLUTION = 4.0 * float(np.finfo(np.float64).eps)
 #: half-width margin of the bracket, in temperatures
 _MARGIN = 20.0
 
@@ -69,6 +86,57 @@ def _check_temperature(temperature: Any) -> None:
         raise ValueError(f"soft_topk: temperature={temperature!r} is invalid; it must be > 0")
 
 
+def _static(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 array where it is known before running (else ``None``)."""
+    if tf.is_tensor(value):
+        value = tf.get_static_value(value)
+        if value is None:
+            return None
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_k(k: Any, x: tf.Tensor, sizes: Any | None) -> None:
+    """``0 <= k <= n`` per row (``n`` the entries, or their total size), where ``k`` is known.
+
+    A symbolic ``k`` (a placeholder inside ``tf.function``) is not checked: there rows
+    with ``k <= 0`` give zeros and ``k >= n`` ones.
+    """
+    kv = _static(k)
+    if kv is None or x.shape.rank is None:
+        return
+    if sizes is None:
+        if x.shape[-1] is None:
+            return
+        limit = np.float64(x.shape[-1])
+        what = "the number of scores per row"
+    else:
+        sv = _static(sizes)
+        if sv is None or not x.shape.is_fully_defined():
+            return
+        try:
+            limit = np.broadcast_to(sv, x.shape).sum(axis=-1)
+        except ValueError:
+            return  # the shapes disagree: tf.broadcast_to names them
+        what = "the total size of the row (the sum of its sizes)"
+    try:
+        kv, limit = np.broadcast_arrays(kv, limit)
+    except ValueError:
+        return  # a k of the wrong shape: tf.broadcast_to names the shapes
+    bad = ~((kv >= 0.0) & (kv <= limit))  # NaN is refused too
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        name = f"k[{', '.join(map(str, idx))}]" if idx else "k"
+        n = float(limit[idx])
+        raise ValueError(
+            f"soft_topk: {name}={float(kv[idx])!r} is invalid; it must be in [0, n] with "
+            f"n = {int(n) if sizes is None else n!r}, {what}; k = 0 keeps nothing and "
+            "k = n everything"
+        )
+
+
 def _prepare(x, k, temperature, sizes):
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
@@ -76,13 +144,16 @@ def _prepare(x, k, temperature, sizes):
     if x.shape.rank is not None and x.shape.rank == 0:
         raise ValueError("soft_topk: x must have at least one axis (the scores), got a scalar")
     _check_temperature(temperature)
+    _check_k(k, x, sizes)
     x64 = tf.cast(x, tf.float64)
-    k64 = tf.cast(tf.convert_to_tensor(k), tf.float64)
-    tau = tf.cast(tf.convert_to_tensor(temperature), tf.float64)
+    k64 = tf.cast(tf.convert_to_tensor(k, dtype_hint=tf.float64), tf.float64)
+    tau = tf.cast(tf.convert_to_tensor(temperature, dtype_hint=tf.float64), tf.float64)
     if sizes is None:
         s64 = tf.ones_like(x64)
     else:
-        s64 = tf.broadcast_to(tf.cast(tf.convert_to_tensor(sizes), tf.float64), tf.shape(x64))
+        s64 = tf.broadcast_to(
+            tf.cast(tf.convert_to_tensor(sizes, dtype_hint=tf.float64), tf.float64), tf.shape(x64)
+        )
     k64 = tf.broadcast_to(k64, tf.shape(x64)[:-1])
     return x, x64, k64, tau, s64
 
@@ -91,14 +162,45 @@ def _prepare(x, k, temperature, sizes):
 _SORT_START = 32
 
 
+def _residual_and_slope(xs, t, k64, tau, s64, total):
+    """``sum s f - k`` and its slope in ``t``, both to full relative precision.
+
+    ``xs = x / tau``; ``s64 = None`` for unit sizes. With ``z = xs + t / tau``,
+    ``f = 1 - e`` above the threshold and ``e`` below it, ``e = sigmoid(-|z|)`` the small
+    side, so ``sum s f - k = (sum of s above t - k) + (tails below - tails above)``: the
+    first term (``(total + sum s sign(z)) / 2``, an entry at ``z = 0`` counting half) is
+    exact for integer sizes and ``k``, and the tails keep their own precision. Summing
+    ``f`` directly would round the tails to ``1e-16 * k``: where the k-th and the
+    (k+1)-th scores are many temperatures apart the tails are that small, the sum looks
+    flat and ``t`` could not be placed.
+    """
+    z = xs + (t / tau)[..., None]
+    signed = tf.sign(z)
+    e = tf.sigmoid(-tf.abs(z))
+    if s64 is not None:
+        signed = s64 * signed
+    count = 0.5 * (total + tf.reduce_sum(signed, axis=-1))
+    tails = tf.reduce_sum(signed * e, axis=-1)
+    se = e if s64 is None else s64 * e
+    slope = tf.reduce_sum(se - se * e, axis=-1)
+    return (count - k64) - tails, slope / tau
+
+
 def _solve_threshold(
     x64, k64, tau, s64, tolerance: float, max_steps: int, unit_sizes: bool = False
 ):
     """Per-row threshold ``t`` (float64, shape ``x.shape[:-1]``): safeguarded Newton.
 
+    A row stops once its sum is within ``tolerance * k`` of ``k`` **and** ``t`` is pinned:
+    the Newton step, or the bracket, is below ``T_TOLERANCE * tau`` (or below float64
+    resolution of ``t``). The sum alone is not enough: where it is flat in ``t`` (the
+    k-th and the (k+1)-th scores many temperatures apart) it meets the tolerance over
+    several temperatures of ``t``, and the gradient depends on where ``t`` lies in there.
+
     Short rows of unit-size entries (N:M groups) start halfway between the k-th and the
-    (k+1)-th largest score, where the hard top-k threshold lies (one step when the two
-    are many temperatures apart); other rows start at the bracket's middle.
+    (k+1)-th largest score, where the hard top-k threshold lies; other rows start at the
+    bracket's middle. Rows with ``k <= 0`` (``k >= sum s``) have no finite root: they
+    return the bracket's lower (upper) end without iterating.
     """
     lo = -tf.reduce_max(x64, axis=-1) - _MARGIN * tau
     hi = -tf.reduce_min(x64, axis=-1) + _MARGIN * tau
@@ -106,34 +208,51 @@ def _solve_threshold(
     n = x64.shape[-1]
     t0 = 0.5 * lo + 0.5 * hi
     if unit_sizes and n is not None and 1 < n <= _SORT_START:
-        xs = tf.sort(x64, axis=-1, direction="DESCENDING")
+        ordered = tf.sort(x64, axis=-1, direction="DESCENDING")
         i = tf.clip_by_value(tf.cast(tf.math.ceil(k64), tf.int32) - 1, 0, n - 1)
-        a = tf.experimental.numpy.take_along_axis(xs, i[..., None], axis=-1)[..., 0]
-        b = tf.experimental.numpy.take_along_axis(xs, tf.minimum(i + 1, n - 1)[..., None], axis=-1)[
-            ..., 0
-        ]
+        a = tf.experimental.numpy.take_along_axis(ordered, i[..., None], axis=-1)[..., 0]
+        b = tf.experimental.numpy.take_along_axis(
+            ordered, tf.minimum(i + 1, n - 1)[..., None], axis=-1
+        )[..., 0]
         t0 = tf.clip_by_value(-(0.5 * a + 0.5 * b), lo, hi)
+    total = tf.reduce_sum(s64, axis=-1)
+    empty = k64 <= 0.0
+    full = k64 >= total
+    xs = x64 / tau
+    sizes = None if unit_sizes else s64
+    t0 = tf.where(empty, lo, tf.where(full, hi, t0))
 
     def body(i, lo, hi, t, width, done):
-        f = tf.sigmoid((x64 + t[..., None]) / tau)
-        total = tf.reduce_sum(s64 * f, axis=-1)
-        slope = tf.reduce_sum(s64 * f * (1.0 - f), axis=-1) / tau
-        ok = done | (tf.abs(total - k64) <= tol)
-        below = total < k64  # the root is above t
-        lo = tf.where(ok | ~below, lo, t)
-        hi = tf.where(ok | below, hi, t)
-        mid = 0.5 * lo + 0.5 * hi  # no overflow for huge brackets
-        newton = t - tf.math.divide_no_nan(total - k64, slope)
+        res, slope = _residual_and_slope(xs, t, k64, tau, sizes, total)
+        below = res < 0.0  # the root is above t
+        lo = tf.where(done | ~below, lo, t)
+        hi = tf.where(done | below, hi, t)
+        newton = t - tf.math.divide_no_nan(res, slope)
         # Newton only strictly inside the bracket and shrinking it at least as fast as
         # bisection would over two steps (the previous bracket width halves)
         use = (slope > 0) & (newton > lo) & (newton < hi) & (tf.abs(newton - t) < 0.5 * width)
-        step = tf.where(use, newton, mid)
-        new_width = tf.where(use, tf.abs(newton - t), 0.5 * (hi - lo))
+        # t is pinned once the bracket is narrower than T_TOLERANCE * tau, or once a
+        # Newton step of at most _TAKEN_STEP * tau is taken (below); an exactly flat sum
+        # that meets k (every entry saturated) pins t anywhere: f and the (zero)
+        # gradient do not depend on t there
+        resolution = _RESOLUTION * tf.abs(t)
+        move = tf.abs(newton - t)
+        pinned = (
+            (use & (move <= _TAKEN_STEP * tau + resolution))
+            | ((slope > 0.0) & (move <= T_TOLERANCE * tau + resolution))
+            | ((slope <= 0.0) & tf.equal(res, 0.0))
+            | (hi - lo <= T_TOLERANCE * tau + resolution)
+        )
+        ok = done | ((tf.abs(res) <= tol) & pinned)
+        mid = 0.5 * lo + 0.5 * hi  # no overflow for huge brackets
+        # a row that stops still takes its last (safe) Newton step
+        step = tf.where(use, newton, tf.where(ok, t, mid))
+        new_width = tf.where(use, move, 0.5 * (hi - lo))
         return (
             i + 1,
             lo,
             hi,
-            tf.where(ok, t, step),
+            tf.where(done, t, step),
             tf.where(ok, width, new_width),
             ok,
         )
@@ -141,11 +260,10 @@ def _solve_threshold(
     def cond(i, lo, hi, t, width, done):
         return tf.logical_not(tf.reduce_all(done))
 
-    done0 = tf.zeros_like(k64, dtype=tf.bool)
     _, _, _, t, _, _ = tf.while_loop(
         cond,
         body,
-        (tf.constant(0), lo, hi, t0, hi - lo, done0),
+        (tf.constant(0), lo, hi, t0, hi - lo, empty | full),
         maximum_iterations=max_steps,
     )
     return t
@@ -160,6 +278,10 @@ def soft_topk_threshold(
     max_steps: int = MAX_STEPS,
 ) -> tf.Tensor:
     """The float64 threshold ``t`` of :func:`soft_topk` (one per row).
+
+    ``t`` lies within ``T_TOLERANCE * temperature`` of the root (arguments and checks as
+    :func:`soft_topk`). ``k = 0`` and ``k = n`` have no finite root: ``t`` is then the
+    bracket's end, ``-max(x) - 20 tau`` or ``-min(x) + 20 tau``.
 
     Example:
         >>> from tf_sparse_prune.ops import soft_topk_threshold
@@ -183,17 +305,20 @@ def soft_topk(
     Args:
         x: Scores, ``(..., n)`` (a tensor or numpy array); leading axes are rows.
         k: What to keep per row: a count of entries, or of weights when ``sizes`` is
-            given. A scalar or an array of shape ``x.shape[:-1]``.
+            given; ``0 <= k <= n`` (``n`` the entries per row, or their total size).
+            A scalar or an array of shape ``x.shape[:-1]``.
         temperature: ``tau > 0`` (a number or scalar tensor); smaller is harder.
         sizes: Optional positive weight of each entry (block sizes), broadcastable to ``x``.
-        tolerance: The solver stops once ``|sum s f - k| <= tolerance * k``.
+        tolerance: The solver stops once ``|sum s f - k| <= tolerance * k`` and ``t``
+            is pinned to ``T_TOLERANCE * temperature``.
         max_steps: Solver steps at most.
 
     Returns:
         ``f`` with the shape and (floating) dtype of ``x``, values in [0, 1].
 
     Raises:
-        ValueError: for a Python ``temperature <= 0`` or a scalar ``x``.
+        ValueError: for a Python ``temperature <= 0``, a scalar ``x``, or a known ``k``
+            (number, array or eager tensor) outside ``[0, n]``.
 
     Example:
         >>> import numpy as np, tensorflow as tf
@@ -215,14 +340,17 @@ def soft_topk(
     def op(x_in):
         xd = tf.cast(x_in, tf.float64)
         t = _solve_threshold(xd, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
-        f = tf.sigmoid((xd + t[..., None]) / tau)
-        empty = (k64 <= 0)[..., None]
-        full = (k64 >= total)[..., None]
-        f = tf.where(empty, tf.zeros_like(f), tf.where(full, tf.ones_like(f), f))
+        z = (xd + t[..., None]) / tau
+        f = tf.sigmoid(z)
+        fixed = ((k64 <= 0) | (k64 >= total))[..., None]
+        f = tf.where((k64 <= 0)[..., None], tf.zeros_like(f), tf.where(fixed, tf.ones_like(f), f))
 
         def grad(upstream):
             g = tf.cast(upstream, tf.float64)
-            v = f * (1.0 - f) / tau
+            # f (1 - f) from the small side sigmoid(-|z|): 1 - f would keep only the
+            # absolute precision of f (1e-16) where f is near 1
+            e = tf.sigmoid(-tf.abs(z))
+            v = tf.where(fixed, tf.zeros_like(e), e * (1.0 - e) / tau)
             gv = tf.reduce_sum(g * v, axis=-1, keepdims=True)
             sv = tf.reduce_sum(s64 * v, axis=-1, keepdims=True)
             ratio = tf.math.divide_no_nan(gv, sv)  # sum s v = 0: all saturated -> 0
