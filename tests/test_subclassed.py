@@ -57,7 +57,9 @@ def test_export_tflite_of_a_subclassed_model_runs_on_the_delegate_and_leaves_it_
     net, x = trained
     before = net.predict(x, verbose=0)
     kernel = net.blocks[0].layer.kernel.numpy()
+    paths = [v.path for v in net.weights]
     flat = tsp.export_tflite(net)
+    assert [v.path for v in net.weights] == paths  # same variables, same order (saving)
     # the argument is restored: same wrappers, same raw kernel, same outputs
     assert [type(b) for b in net.blocks] == [PruneWrapper]
     assert isinstance(net.head, PruneWrapper) and len(collect_wrappers(net)) == 2
@@ -117,3 +119,36 @@ def test_export_tflite_of_a_mixed_bfloat16_subclassed_model_is_float32_and_resto
     floats = {np.dtype(d["dtype"]) for d in interp.get_tensor_details()} - {np.dtype(np.int32)}
     assert floats == {np.dtype(np.float32)}
     np.testing.assert_allclose(_run(interp, x[:1]), before[:1].astype(np.float32), atol=0.05)
+
+
+class Block(L.Layer):
+    """A custom layer holding its wrappers in a dict and a tuple, one level down."""
+
+    def __init__(self, pruner, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = {"a": tsp.PruneWrapper(L.Conv2D(16, 1, name="a"), pruner)}
+        self.pair = (tsp.PruneWrapper(L.Conv2D(16, 1, name="b"), pruner), L.ReLU(name="act"))
+
+    def call(self, x):
+        return self.pair[1](self.pair[0](self.convs["a"](x)))
+
+
+class BlockNet(keras.Model):
+    def __init__(self, pruner, **kwargs):
+        super().__init__(**kwargs)
+        self.block = Block(pruner, name="block")
+
+    def call(self, x):
+        return self.block(x)
+
+
+def test_strip_pruning_reaches_wrappers_in_dicts_and_tuples_of_a_custom_sublayer():
+    net = BlockNet(_pruner())
+    x, _ = random_data(2, (4, 4, 16))
+    before = keras.ops.convert_to_numpy(net(x))
+    tsp.strip_pruning(net)
+    assert not collect_wrappers(net)
+    assert [type(layer).__name__ for layer in net.block._layers] == ["Conv2D", "Conv2D", "ReLU"]
+    assert net.block.convs["a"].name == "a" and net.block.pair[0].name == "b"
+    assert not any("mask" in v.name or "pruning_step" in v.name for v in net.weights)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x)), before, rtol=1e-6)

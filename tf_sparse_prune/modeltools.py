@@ -233,7 +233,9 @@ def replace_sublayers(root: keras.layers.Layer, mapping: dict[int, keras.layers.
                 if new is not item:
                     dict.__setitem__(value, key, new)
             return value
-        if type(value) is tuple:  # plain tuples only: namedtuples hold framework records
+        # TensorFlow wraps tuple attributes in a proxy (not of type tuple); namedtuples
+        # are left alone, they hold framework records.
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
             items = tuple(substitute(item) for item in value)
             if any(a is not b for a, b in zip(items, value, strict=True)):
                 return items
