@@ -23,7 +23,14 @@ __all__ = [
 
 
 def check_keras3_model(model: object, what: str = "model") -> None:
-    """Raises a clear ``TypeError`` unless ``model`` is a Keras 3 Sequential/functional model."""
+    """Raises a clear ``TypeError`` unless ``model`` is a Keras 3 Sequential/functional model.
+
+    Example:
+        >>> import keras, tf_sparse_prune as tsp
+        >>> tsp.modeltools.check_keras3_model(keras.layers.Dense(2))
+        Traceback (most recent call last):
+        TypeError: model must be a Keras 3 keras.Model, got Dense
+    """
     if isinstance(model, keras.Model):
         if not (isinstance(model, keras.Sequential) or _is_functional(model)):
             raise TypeError(
