@@ -261,7 +261,7 @@ def test_graph_mode_and_xla_give_the_eager_values_and_gradients(jit):
 
 # ---- the threshold is pinned where the sum is flat ------------------------------------
 @pytest.mark.parametrize("gap", [20, 30])
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_the_gradient_matches_finite_differences_where_the_sum_is_flat(gap, seed):
     # the k-th and (k+1)-th scores many temperatures apart: the sum meets 1e-4 * k over
     # several temperatures of t, yet f's tails and the gradient depend on where t lies
