@@ -244,7 +244,7 @@ def test_grouped_convolutions_couple_each_position_across_their_groups():
     assert small.get_layer("gconv").groups == 2
 
 
-def test_keras_ops_calls_make_their_groups_unprunable():
+def test_keras_ops_calls_without_a_rule_make_their_groups_unprunable():
     inp = keras.Input((6, 6, 4))
     x = keras.ops.flip(L.Conv2D(6, 1, name="c1")(inp), axis=-1)
     model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
@@ -347,6 +347,7 @@ def test_removing_channels_around_dict_inputs_ops_calls_and_sequences():
     graph = DependencyGraph(model)
     assert [g.producers for g in graph.prunable_groups] == [
         ("gconv", "cb"),  # cat_h is on the height axis: it couples gconv's and cb's channels
+        ("c2",),  # through the element-wise ops call "* 2.0"
         ("c3",),
         ("d3",),
         ("c1d",),

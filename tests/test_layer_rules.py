@@ -236,6 +236,50 @@ def test_normalization_statistics_are_sliced_with_their_channels():
     assert np.ravel(small.get_layer("given").get_config()["mean"]).tolist() == [0.0, 2.0, 3.0]
 
 
+def test_elementwise_ops_calls_pass_or_couple_channels_as_in_mobilenet_v3():
+    inp = keras.Input((6, 6, 3))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 1, name="expand")(inp))
+    x = x * keras.ops.relu6(x + 3.0) / 6.0  # MobileNetV3's hard swish, as ops calls
+    y = L.Conv2D(8, 3, padding="same", name="conv")(x)
+    x = keras.ops.add(x, y)  # a residual written as an ops call (ConvNeXt does this)
+    scaled = keras.ops.multiply(x, np.linspace(0.5, 1.5, 8).astype("float32"))
+    model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
+    graph = DependencyGraph(model)
+    assert not graph.unsupported_layers
+    group = graph.group_of("expand")
+    assert group.producers == ("expand", "conv") and group.prunable
+    small = _check_surgery(model, {group.id: [0, 3, 4]}, graph)
+    assert small.get_layer("conv").kernel.shape == (3, 3, 5, 5)
+    # A constant with one value per channel would have to be sliced: refused, with why.
+    per_channel = keras.Model(inp, L.Dense(2)(L.Flatten()(scaled)))
+    (reason,) = DependencyGraph(per_channel).unsupported_layers.values()
+    assert "is a keras.ops call" not in reason and "constant of shape (8,)" in reason
+
+
+def test_convnext_layer_scale_and_layernorm_are_pruned_with_allow_layernorm():
+    from keras.src.applications.convnext import LayerScale
+
+    inp = keras.Input((4, 4, 3))
+    x = L.Conv2D(8, 1, name="stem")(inp)
+    y = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = L.LayerNormalization(epsilon=1e-6, name="ln")(y)
+    y = L.Dense(16, activation="gelu", name="pw1")(y)
+    y = LayerScale(1e-2, 8, name="scale")(L.Dense(8, name="pw2")(y))
+    x = keras.ops.add(x, y)
+    model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
+    assert set(DependencyGraph(model).unsupported_layers) == {"ln"}
+    graph = DependencyGraph(model, allow_layernorm=True)
+    assert not graph.unsupported_layers
+    stem = graph.group_of("stem")
+    assert stem.producers == ("stem", "pw2")
+    gamma = model.get_layer("scale").gamma.name
+    assert ("scale", gamma, "channel") in {(s.layer, s.weight, s.role) for s in stem.slices}
+    small = remove_channels(model, {stem.id: [1, 2], graph.group_of("pw1").id: [0]}, graph=graph)
+    assert small.get_layer("scale").projection_dim == 6
+    assert small.get_layer("scale").gamma.shape == (6,)
+    assert small.get_layer("pw1").kernel.shape == (6, 15)
+
+
 def test_a_rule_that_gives_up_leaves_no_channels_behind():
     class Picky(L.Layer):
         def call(self, x):
@@ -279,7 +323,7 @@ def test_rule_mistakes_are_errors_naming_the_layer():
             DependencyGraph(model)
     finally:
         layer_rules.unregister_rule(Echo)
-    with pytest.raises(TypeError, match=r"not a keras\.layers\.Layer subclass"):
+    with pytest.raises(TypeError, match=r"not a keras\.layers\.Layer subclass \(or a keras"):
         layer_rules.register_rule(int, layer_rules.LayerRule())
     with pytest.raises(TypeError, match="not a LayerRule instance"):
         layer_rules.register_rule(Echo, ProjectionRule)  # the class, not an instance

@@ -26,10 +26,10 @@ there to teach the graph, FLOP counting and surgery a layer of your own.
 A group is unprunable, with the reason naming the layer, when it reaches a model input or
 output, a layer the graph cannot reason about (a layer type without a rule, a subclassed
 model, a channels-first layer, a softmax over channels, a wrapped layer, a ``keras.ops``
-call, ...), a shape mismatch or broadcast in a merge, or, by default, a ``LayerNormalization``
-over the channel axis (removing channels changes the statistics of the kept ones, so the
-smaller model would not compute the masked model; ``allow_layernorm=True`` prunes through it
-anyway, as structured pruners usually do).
+call other than an element-wise one, ...), a shape mismatch or broadcast in a merge, or,
+by default, a ``LayerNormalization`` over the channel axis (removing channels changes the
+statistics of the kept ones, so the smaller model would not compute the masked model;
+``allow_layernorm=True`` prunes through it anyway, as structured pruners usually do).
 
 ``DependencyGraph.flops_after`` and ``params_after`` count the smaller model of a removal
 without building it (for searches over removal sets); they equal ``count_flops`` and
@@ -473,13 +473,13 @@ class DependencyGraph:
         return self._layer_space[id(layer)]
 
     def _visit(self, op, path: str, node, ins: list[np.ndarray]) -> list[np.ndarray]:
-        if not isinstance(op, keras.layers.Layer):
+        rule = rule_for(op)
+        if not isinstance(op, keras.layers.Layer) and rule is None:
             return self._unknown(op, path, node, ins, "is a keras.ops call, not a layer")
         if isinstance(op, keras.Model):
             return self._unknown(op, path, node, ins, "is a subclassed model")
         if getattr(op, "data_format", "channels_last") != "channels_last":
             return self._unknown(op, path, node, ins, "uses data_format='channels_first'")
-        rule = rule_for(op)
         if rule is None:
             return self._unknown(
                 op,
@@ -506,13 +506,13 @@ class DependencyGraph:
             )
         for a, b in ctx.unions:
             self._union(a, b)
-        index = {id(w): i for i, w in enumerate(op.weights)}
+        index = {id(w): i for i, w in enumerate(getattr(op, "weights", ()))}
         axes = []
         for variable, axis, role, arr in ctx.axes:
             if id(variable) not in index:
                 raise ValueError(
                     f"layer {path!r}: {type(rule).__name__} recorded {variable.name!r}, which is "
-                    f"not one of the layer's weights {[w.name for w in op.weights]}"
+                    f"not one of the layer's weights {[w.name for w in getattr(op, 'weights', ())]}"
                 )
             axes.append((index[id(variable)], axis, role, arr))
         if axes or ctx.config or id(op) in self._records:

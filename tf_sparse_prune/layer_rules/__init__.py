@@ -40,11 +40,19 @@ global pooling, ``UpSampling``, ``ZeroPadding``,
 ``Maximum``, ``Minimum``
 ``Concatenate``                                             :class:`ConcatenateRule`
 ``Flatten``, ``Reshape`` (flattening or channels kept)      :class:`ReshapeRule`
+element-wise ``keras.ops`` calls (``x + y``, ``x * 2.0``,   :class:`ElementwiseOpRule`
+``keras.ops.relu6(x)``, ...)
+ConvNeXt's ``LayerScale`` and ``StochasticDepth``           :class:`PerChannelWeightsRule`,
+                                                            :class:`PassThroughRule`
 ==========================================================  ====================================
+
+With these, every ``keras.applications`` model is understood by the dependency graph
+(ConvNeXt with ``allow_layernorm=True``) except the softmax of a classifier top.
 
 Left without a rule, so dense and reported: ``Softmax``, ``GroupNormalization`` and
 ``UnitNormalization`` (they mix channels), transposed convolutions, ``Permute``,
-``Masking``, ``Lambda``, attention and recurrent layers, wrappers, custom layers.
+``Masking``, ``Lambda``, attention and recurrent layers, wrappers, custom layers, any
+other ``keras.ops`` call.
 
 Example: a custom per-channel scale (like ConvNeXt's layer scale) and a custom projection
 (a kernel on the channel axis, masked by ``prune_model`` and shrunk by surgery).
@@ -125,6 +133,12 @@ from tf_sparse_prune.layer_rules.channelwise import (
     PReLURule,
     RescalingRule,
 )
+from tf_sparse_prune.layer_rules.elementwise import (
+    ElementwiseOpRule,
+    PerChannelWeightsRule,
+    convnext_layer_classes,
+    elementwise_op_classes,
+)
 from tf_sparse_prune.layer_rules.kernels import (
     ConvRule,
     DenseRule,
@@ -141,6 +155,7 @@ __all__ = [
     "ConvRule",
     "DenseRule",
     "DepthwiseConvRule",
+    "ElementwiseOpRule",
     "LayerNormRule",
     "LayerNotSupported",
     "LayerRule",
@@ -148,6 +163,7 @@ __all__ = [
     "NormalizationRule",
     "PReLURule",
     "PassThroughRule",
+    "PerChannelWeightsRule",
     "RescalingRule",
     "ReshapeRule",
     "SeparableConvRule",
@@ -223,6 +239,14 @@ def _register_builtin_rules() -> None:
     reshape = ReshapeRule()
     for cls in (L.Flatten, L.Reshape):
         register_rule(cls, reshape)
+    elementwise = ElementwiseOpRule()
+    for cls in elementwise_op_classes():
+        register_rule(cls, elementwise)
+    convnext = convnext_layer_classes()
+    if "LayerScale" in convnext:
+        register_rule(convnext["LayerScale"], PerChannelWeightsRule(["projection_dim"]))
+    if "StochasticDepth" in convnext:
+        register_rule(convnext["StochasticDepth"], passthrough)
 
 
 _register_builtin_rules()

@@ -125,6 +125,7 @@ class ChannelContext:
         path: Its path in the model (``"<nested model>/<layer>"`` inside nested models).
         inputs: The channel array of each input tensor, in call order.
         input_shapes: Each input tensor's shape, batch axis included.
+        constants: The call's arguments that are not tensors (e.g. the ``3.0`` of ``x + 3.0``).
         output_shapes: Each output tensor's shape, batch axis included.
         allow_layernorm: The graph's ``allow_layernorm`` option.
     """
@@ -136,6 +137,8 @@ class ChannelContext:
         self.inputs = list(inputs)
         self.input_shapes = [tuple(t.shape) for t in node.arguments.keras_tensors]
         self.output_shapes = [tuple(t.shape) for t in node.outputs]
+        arguments = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+        self.constants = [v for v in arguments if not isinstance(v, keras.KerasTensor)]
         self.allow_layernorm = bool(getattr(graph, "allow_layernorm", False))
         self.axes: list[tuple[keras.Variable, int, str, np.ndarray]] = []
         self.config: dict[str, np.ndarray] = {}
@@ -216,7 +219,8 @@ def register_rule(layer_cls: type, rule: LayerRule | None) -> LayerRule | None:
     parent's rule describes.
 
     Args:
-        layer_cls: A subclass of ``keras.layers.Layer``.
+        layer_cls: A subclass of ``keras.layers.Layer``, or of ``keras.Operation`` for the
+            calls of a ``keras.ops`` function recorded in functional models.
         rule: A :class:`LayerRule` instance, or ``None``.
 
     Returns:
@@ -234,9 +238,10 @@ def register_rule(layer_cls: type, rule: LayerRule | None) -> LayerRule | None:
         True
         >>> _ = unregister_rule(Fancy)
     """
-    if not (isinstance(layer_cls, type) and issubclass(layer_cls, keras.layers.Layer)):
+    if not (isinstance(layer_cls, type) and issubclass(layer_cls, keras.Operation)):
         raise TypeError(
-            f"register_rule: layer_cls={layer_cls!r} is not a keras.layers.Layer subclass"
+            f"register_rule: layer_cls={layer_cls!r} is not a keras.layers.Layer subclass (or "
+            "a keras.Operation subclass, for keras.ops calls)"
         )
     if rule is not None and not isinstance(rule, LayerRule):
         raise TypeError(
