@@ -163,7 +163,7 @@ def test_mixed_wrapper_output_equals_the_layer_with_the_masked_kernel(policy):
     reference = keras.layers.Dense(16)
     reference.build((None, 32))
     reference.set_weights([masked, layer.bias.numpy()])
-    got = keras.ops.convert_to_numpy(wrapper(x, training=True))
+    got = keras.ops.convert_to_numpy(wrapper(x))
     expected = keras.ops.convert_to_numpy(reference(x))
     assert keras.backend.standardize_dtype(got.dtype) == COMPUTE[policy]
     np.testing.assert_array_equal(got, expected)
@@ -173,7 +173,7 @@ def test_float32_layer_in_a_mixed_model_keeps_float32_through_its_wrapper(policy
     layer = keras.layers.Dense(16, dtype="float32", name="head")
     wrapper = PruneWrapper(layer, tsp.Magnitude(0.5, tsp.OneByN(16)))
     x = keras.ops.cast(random_data(4, input_shape=(32,))[0], COMPUTE[policy])
-    out = wrapper(x, training=True)
+    out = wrapper(x)
     assert wrapper.dtype_policy.name == "float32"
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     restored = PruneWrapper.from_config(wrapper.get_config())
