@@ -280,6 +280,21 @@ def test_convnext_layer_scale_and_layernorm_are_pruned_with_allow_layernorm():
     assert small.get_layer("pw1").kernel.shape == (6, 15)
 
 
+def test_inception_resnet_scaled_residual_couples_its_two_inputs():
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    inp = keras.Input((5, 5, 3))
+    x = L.Conv2D(6, 1, name="trunk")(inp)
+    branch = L.Conv2D(6, 3, padding="same", name="branch")(L.Conv2D(4, 1, name="b0")(x))
+    x = CustomScaleLayer(0.17, name="scaled_add")([x, branch])
+    model = keras.Model(inp, L.Dense(2, name="fc")(L.GlobalAveragePooling2D()(x)))
+    graph = DependencyGraph(model)
+    group = graph.group_of("trunk")
+    assert group.producers == ("trunk", "branch") and not graph.unsupported_layers
+    assert count_flops(model, by_layer=True)["scaled_add"] == 2 * 5 * 5 * 6  # add + multiply
+    _check_surgery(model, {group.id: [1, 4], graph.group_of("b0").id: [0]}, graph)
+
+
 def test_a_rule_that_gives_up_leaves_no_channels_behind():
     class Picky(L.Layer):
         def call(self, x):

@@ -44,6 +44,7 @@ element-wise ``keras.ops`` calls (``x + y``, ``x * 2.0``,   :class:`ElementwiseO
 ``keras.ops.relu6(x)``, ...)
 ConvNeXt's ``LayerScale`` and ``StochasticDepth``           :class:`PerChannelWeightsRule`,
                                                             :class:`PassThroughRule`
+InceptionResNetV2's ``CustomScaleLayer``                    :class:`MergeRule`
 ==========================================================  ====================================
 
 With these, every ``keras.applications`` model is understood by the dependency graph
@@ -136,7 +137,7 @@ from tf_sparse_prune.layer_rules.channelwise import (
 from tf_sparse_prune.layer_rules.elementwise import (
     ElementwiseOpRule,
     PerChannelWeightsRule,
-    convnext_layer_classes,
+    applications_layer_classes,
     elementwise_op_classes,
 )
 from tf_sparse_prune.layer_rules.kernels import (
@@ -242,11 +243,13 @@ def _register_builtin_rules() -> None:
     elementwise = ElementwiseOpRule()
     for cls in elementwise_op_classes():
         register_rule(cls, elementwise)
-    convnext = convnext_layer_classes()
-    if "LayerScale" in convnext:
-        register_rule(convnext["LayerScale"], PerChannelWeightsRule(["projection_dim"]))
-    if "StochasticDepth" in convnext:
-        register_rule(convnext["StochasticDepth"], passthrough)
+    applications = applications_layer_classes()
+    if "LayerScale" in applications:
+        register_rule(applications["LayerScale"], PerChannelWeightsRule(["projection_dim"]))
+    if "StochasticDepth" in applications:
+        register_rule(applications["StochasticDepth"], passthrough)
+    if "CustomScaleLayer" in applications:  # a scaled residual add: one add, one multiply
+        register_rule(applications["CustomScaleLayer"], MergeRule(extra_per_element=1))
 
 
 _register_builtin_rules()

@@ -35,7 +35,7 @@ from tf_sparse_prune.layer_rules.base import LayerRule
 __all__ = [
     "ElementwiseOpRule",
     "PerChannelWeightsRule",
-    "convnext_layer_classes",
+    "applications_layer_classes",
     "elementwise_op_classes",
 ]
 
@@ -109,11 +109,22 @@ class PerChannelWeightsRule(LayerRule):
         return [x]
 
 
-def convnext_layer_classes() -> dict[str, type]:
-    """ConvNeXt's own ``LayerScale`` and ``StochasticDepth`` (private Keras classes)."""
+def applications_layer_classes() -> dict[str, type]:
+    """The layer classes ``keras.applications`` defines for itself (private Keras classes).
+
+    ConvNeXt's ``LayerScale`` and ``StochasticDepth``, InceptionResNetV2's
+    ``CustomScaleLayer`` (``inputs[0] + inputs[1] * scale``).
+    """
+    found = {}
     try:
-        from keras.src.applications import convnext
+        from keras.src.applications import convnext, inception_resnet_v2
     except ImportError:  # pragma: no cover - private layout changed
-        return {}
-    names = ("LayerScale", "StochasticDepth")
-    return {n: getattr(convnext, n) for n in names if isinstance(getattr(convnext, n, None), type)}
+        return found
+    for module, name in (
+        (convnext, "LayerScale"),
+        (convnext, "StochasticDepth"),
+        (inception_resnet_v2, "CustomScaleLayer"),
+    ):
+        if isinstance(getattr(module, name, None), type):
+            found[name] = getattr(module, name)
+    return found
