@@ -103,3 +103,27 @@ def test_a_model_with_nothing_prunable_is_an_error():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(24, 3, name="c")])
     with pytest.raises(ValueError, match=r"no layer .* can be pruned.*c: kernel"):
         tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)))
+
+
+def test_training_a_pruned_model_without_its_callbacks_warns_once_with_the_fix():
+    import numpy as np
+
+    from tf_sparse_prune.wrappers import UNDRIVEN
+
+    pruner = tsp.Magnitude(0.5, tsp.OneByN(16))
+    pruned = tsp.prune_model(small_cnn(channels=(16, 32)), pruner, layers="all")
+    pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.zeros((8, 12, 12, 3), "float32"), np.zeros(8, "int32")
+    with pytest.warns(UserWarning, match=r"callbacks=pruner\.callbacks\(\)") as record:
+        pruned.fit(x, y, epochs=2, verbose=0)
+    assert sum(str(w.message) == UNDRIVEN for w in record) == 1  # once, not once per layer
+    import warnings
+
+    with warnings.catch_warnings():  # driven by its callbacks: silent
+        warnings.simplefilter("error", UserWarning)
+        pruned.fit(x, y, epochs=1, verbose=0, callbacks=pruner.callbacks())
+
+
+def test_prune_model_rejects_an_unknown_selection_string():
+    with pytest.raises(ValueError, match=r"layers='every' is invalid.*'all'"):
+        tsp.prune_model(small_cnn(), tsp.Magnitude(0.5), layers="every")

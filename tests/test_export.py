@@ -28,7 +28,14 @@ def trained():
             keras.layers.Dense(16, name="fc"),
         ]
     )
-    pruner = tsp.Magnitude(0.5, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.5, 0, frequency=3))
+    # a 1x16 depthwise row holds one block, which the default floor keeps: lift its row
+    # guarantee so the depthwise zeros are exported too
+    pruner = tsp.Magnitude(
+        0.5,
+        tsp.OneByN(16),
+        schedule=tsp.ConstantSparsity(0.5, 0, frequency=3),
+        floor=tsp.Floor(keep_rows=False),
+    )
     # every kernel type named, so none is left to the default selection's judgement
     pruned = tsp.prune_model(model, pruner, layers=["c0", "dw", "pw", "fc"])
     x, y = random_data(48, (10, 10, 3), classes=16)

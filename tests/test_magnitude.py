@@ -118,7 +118,7 @@ def test_l1_and_l2_criteria_rank_blocks_differently():
             criterion=criterion,
             schedule=tsp.ConstantSparsity(0.5, 0, frequency=1),
         )
-        pruned = tsp.prune_model(model, pruner)
+        pruned = tsp.prune_model(model, pruner, layers="all")
         pruner.update_masks(collect_wrappers(pruned), 0.5)
         kept[criterion] = masks_of(pruned)[layer.name][0].tolist()
     assert kept["l1"] == [1.0, 0.0]  # L1: 1.2 vs 1.0

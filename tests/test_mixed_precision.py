@@ -197,11 +197,6 @@ def _smart_one_step(mask_optimizer, optimizer):
     return pruned
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SMART's callback adds the scores to the LossScaleOptimizer's weight-decay "
-    "exclusions, not to those of the inner optimizer that applies the decay",
-)
 @pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
 def test_smart_scores_escape_the_inner_optimizers_weight_decay_under_loss_scaling(policy):
     pruned = _smart_one_step(None, keras.optimizers.AdamW(1e-3, weight_decay=0.1))
@@ -212,11 +207,6 @@ def test_smart_scores_escape_the_inner_optimizers_weight_decay_under_loss_scalin
     assert decayed == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MaskScoreOptimizer routes to the LossScaleOptimizer instead of being wrapped by "
-    "it: the loss is not scaled but the weights' gradients are unscaled (2**15 too small)",
-)
 @pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
 def test_smart_mask_optimizer_leaves_the_weight_updates_unchanged_under_loss_scaling(policy):
     updates = []

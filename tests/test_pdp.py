@@ -43,7 +43,7 @@ def test_weights_get_the_mask_gradient_through_their_own_scores_with_t_held_fixe
 def test_the_ratio_ramps_per_epoch_and_the_final_mask_is_hard_and_exact():
     pruner = PDP(0.75, tsp.OneByN(16), temperature=1e-3, ramp=0.25)
     model = small_cnn(channels=(16, 32))
-    pruned = tsp.prune_model(model, pruner)
+    pruned = tsp.prune_model(model, pruner, layers="all")
     compile_for_classification(pruned, lr=0.02)
     x, y = random_data(32)
     hist = pruned.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=pruner.callbacks())
@@ -60,7 +60,7 @@ def test_the_ratio_ramps_per_epoch_and_the_final_mask_is_hard_and_exact():
 def test_a_ramp_short_of_the_target_warns_and_the_final_mask_still_reaches_it():
     pruner = PDP(0.5, tsp.NM(2, 4), ramp=0.1)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="d")])
-    pruned = tsp.prune_model(model, pruner)
+    pruned = tsp.prune_model(model, pruner, layers="all")
     pruned.compile("sgd", "mse")
     with pytest.warns(UserWarning, match=r"ramp at ratio 0.1 < sparsity=0.5"):
         pruned.fit(

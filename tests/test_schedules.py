@@ -36,6 +36,7 @@ def test_constant_sparsity_updates_forever_when_end_is_minus_one():
         ({"end_step": 5}, "end_step=5 must be larger than begin_step=5"),
         ({"frequency": 0}, "frequency"),
         ({"begin_step": -2}, "begin_step"),
+        ({"initial_sparsity": 0.6}, "final_sparsity=0.5 is below initial_sparsity=0.6"),
     ],
 )
 def test_polynomial_decay_rejects_bad_arguments(kwargs, match):

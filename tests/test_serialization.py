@@ -23,6 +23,7 @@ EXAMPLES = {
     "NM": lambda: tsp.NM(2, 4),
     "PolynomialDecay": lambda: tsp.PolynomialDecay(0.1, 0.8, 10, 110, 5, power=2.0),
     "ConstantSparsity": lambda: tsp.ConstantSparsity(0.5, 3, 40, 7),
+    "Floor": lambda: tsp.Floor(min_fraction=0.03, keep_rows=False),
     "L1Norm": lambda: tsp.scoring.L1Norm(),
     "L2Norm": lambda: tsp.scoring.L2Norm(),
     "Magnitude": lambda: tsp.Magnitude(
@@ -31,6 +32,7 @@ EXAMPLES = {
         scope="global",
         criterion="l1",
         schedule=tsp.PolynomialDecay(0.0, 0.7, 1, 9, 2),
+        floor=tsp.Floor(min_fraction=0.05),
     ),
     "BPAR": lambda: tsp.scoring.BPAR(balance=0.5),
     "SUBP": lambda: tsp.SUBP(

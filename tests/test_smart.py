@@ -40,10 +40,24 @@ def _enter_search(pruner, pruned, steps=4, epochs=3):
 
 
 # ---- the global coupling -----------------------------------------------------------------
-@pytest.mark.parametrize(("tau", "graph"), [(2.0, False), (0.3, False), (0.3, True)])
-def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau, graph):
+NO_FLOOR = tsp.Floor(min_fraction=0.0, keep_rows=False)
+
+
+@pytest.mark.parametrize(
+    ("tau", "graph", "floor"),
+    [
+        (2.0, False, NO_FLOOR),
+        (0.3, False, NO_FLOOR),
+        (0.3, True, NO_FLOOR),
+        (2.0, False, tsp.Floor(min_fraction=0.05, keep_rows=False)),
+        (0.3, True, tsp.Floor(min_fraction=0.05, keep_rows=False)),
+    ],
+)
+def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau, graph, floor):
+    """With a floor, the reference is soft_topk over the unprotected blocks with the
+    protected ones' sizes taken out of the budget, and 1 on the protected ones."""
     model = _mixed_model()
-    pruner = SMART(0.6, tsp.Block(8, 4), search_epochs=2, initial_temperature=tau)
+    pruner = SMART(0.6, tsp.Block(8, 4), search_epochs=2, initial_temperature=tau, floor=floor)
     pruned = tsp.prune_model(model, pruner)
     wrappers = _enter_search(pruner, pruned)
     rng = np.random.default_rng(0)
@@ -68,9 +82,18 @@ def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau,
     # reference: one soft_topk over all layers' scores, kernels mapped in the plain model
     flat = tf.Variable(np.concatenate([s.numpy().ravel() for s in scores]).astype("float64"))
     sizes = np.concatenate([w.smart_sizes[0].ravel() for w in wrappers])
-    budget = 0.4 * sizes.sum()
+    kept = np.concatenate(
+        [
+            floor.protected(w.smart_scores[0].numpy(), w.smart_sizes[0], w.smart_rows[0]).ravel()
+            for w in wrappers
+        ]
+    )
+    assert kept.any() == (floor != NO_FLOOR)
+    budget = 0.4 * sizes.sum() - sizes[kept].sum()
+    assert budget > 0.1 * sizes.sum()  # the floor leaves most of the budget to the solve
     with tf.GradientTape() as tape:
-        f = tf.cast(soft_topk(flat, budget, tau, sizes), tf.float32)
+        f = soft_topk(flat, budget, tau, np.where(kept, 0.0, sizes))
+        f = tf.cast(tf.where(kept, tf.ones_like(f), f), tf.float32)
         mapping, start = [], 0
         for w in wrappers:
             n = int(np.prod(w.smart_scores[0].shape))
@@ -98,7 +121,7 @@ def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau,
     "structure", [tsp.Block(8, 4), tsp.OneByN(8), tsp.OutputChannel(), tsp.Unstructured()]
 )
 def test_the_soft_mask_keeps_the_weight_budget_over_all_layers(structure):
-    pruner = SMART(0.6, structure, search_epochs=2, initial_temperature=0.5)
+    pruner = SMART(0.6, structure, search_epochs=2, initial_temperature=0.5, floor=NO_FLOOR)
     pruned = tsp.prune_model(_mixed_model(), pruner)
     wrappers = _enter_search(pruner, pruned)
     kept = sum(
@@ -203,7 +226,7 @@ def test_training_under_xla_gives_finite_weights_and_the_final_mask():
 def test_per_layer_sparsity_is_learned_not_uniform():
     pruner = SMART(0.5, tsp.OneByN(16), search_epochs=1)
     model = small_cnn(channels=(16, 32))
-    pruned = tsp.prune_model(model, pruner)
+    pruned = tsp.prune_model(model, pruner, layers="all")  # the stem conv0 too
     wrappers = _enter_search(pruner, pruned)
     wrappers[0].smart_scores[0].assign(np.full(wrappers[0].smart_scores[0].shape, 5.0))
     pruner.finalize(wrappers)
@@ -283,7 +306,7 @@ def test_nm_variant_has_no_scores_and_ends_with_n_of_every_m():
 def test_nm_soft_mask_keeps_n_per_group_during_the_search():
     pruner = SMART(structure=tsp.NM(2, 4), search_epochs=1, initial_temperature=0.5)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="d")])
-    pruned = tsp.prune_model(model, pruner)
+    pruned = tsp.prune_model(model, pruner, layers="all")
     wrappers = _enter_search(pruner, pruned)
     (soft,) = pruner.soft_masks(wrappers)
     assert soft.shape == (1, 2, 4, 4)

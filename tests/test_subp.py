@@ -264,7 +264,7 @@ def test_masked_weights_get_gradients_while_soft_and_none_once_hard():
 def test_fit_applies_the_decay_to_masked_weights_only_while_soft():
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, use_bias=False)])
     pruner = SUBP(0.5, regrow_start_epoch=0, regrow_end_epoch=5, masked_decay=0.5)
-    wrapper = collect_wrappers(tsp.prune_model(model, pruner))[0]
+    wrapper = collect_wrappers(tsp.prune_model(model, pruner, layers="all"))[0]
     pruned = keras.Sequential([keras.Input((16,)), wrapper])
     grid = np.zeros((2, 16), np.float32)
     grid[:, :8] = 1
@@ -338,7 +338,8 @@ def test_depthwise_layers_stay_dense_and_the_report_says_why():
     x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(inp)
     x = keras.layers.Conv2D(32, 1, name="pw")(x)
     model = keras.Model(inp, x)
-    rows = {r.layer: r for r in tsp.sparsity_report(tsp.prune_model(model, SUBP(0.5)))}
+    pruned = tsp.prune_model(model, SUBP(0.5), layers="all")
+    rows = {r.layer: r for r in tsp.sparsity_report(pruned)}
     assert rows["pw"].pruned and rows["pw"].structure == "1x16"
     assert not rows["dw"].pruned and "SUBP leaves DepthwiseConv2D dense" in rows["dw"].reason
 
@@ -413,7 +414,7 @@ def test_score_on_weights_lets_softly_pruned_blocks_compete_again():
             regrow_end_epoch=5,
             score_on=score_on,
         )
-        pruned = tsp.prune_model(model, pruner)
+        pruned = tsp.prune_model(model, pruner, layers="all")
         (w,) = collect_wrappers(pruned)
         w.layer.kernel.assign(
             np.array([[1.0, 1.0], [0.9, 0.9], [0.1, 0.1], [0.2, 0.2]], np.float32)

@@ -74,7 +74,7 @@ def test_prune_model_wraps_layers_in_sequential_functional_and_nested_models():
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(16, name="head")(x)
     model = keras.Model(inp, out)
-    pruned = tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)))
+    pruned = tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)), layers="all")
     names = sorted(w.layer.name for w in collect_wrappers(pruned))
     assert names == ["head", "inner_conv", "outer_conv"]
     x = np.random.rand(2, 8, 8, 3).astype("float32")
@@ -89,7 +89,7 @@ def test_prune_model_wraps_layers_in_sequential_functional_and_nested_models():
     seq = keras.Sequential(
         [keras.Input((10,)), keras.layers.Dense(16, name="a"), keras.layers.Dense(32, name="b")]
     )
-    assert len(collect_wrappers(tsp.prune_model(seq, tsp.Magnitude(0.5)))) == 2
+    assert len(collect_wrappers(tsp.prune_model(seq, tsp.Magnitude(0.5), layers="all"))) == 2
 
 
 def test_unsupported_layers_stay_dense_and_the_report_says_why():
@@ -98,7 +98,7 @@ def test_unsupported_layers_stay_dense_and_the_report_says_why():
     x = keras.layers.Conv2D(24, 3, name="odd")(x)
     x = keras.layers.Conv2D(32, 3, name="ok")(x)
     model = keras.Model(inp, x)
-    pruned = tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)))
+    pruned = tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(16)), layers="all")
     rows = {r.layer: r for r in tsp.sparsity_report(pruned)}
     assert rows["ok"].pruned
     assert not rows["up"].pruned and "Conv2DTranspose is not supported" in rows["up"].reason
@@ -120,6 +120,51 @@ def test_layers_selection_by_names_and_predicate():
     assert [w.layer.name for w in collect_wrappers(by_pred)] == ["conv0", "conv1"]
     report = {r.layer: r.reason for r in tsp.sparsity_report(by_pred)}
     assert report["fc"] == "not selected by layers="
+    report = {r.layer: r.reason for r in tsp.sparsity_report(by_name)}
+    assert report["conv0"] == "not selected by layers="  # the selection's own reason
+
+
+def test_default_selection_leaves_stem_classifier_and_1xn_depthwise_dense_with_reasons():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same", name="stem")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.Conv2D(32, 1, name="pw")(x)
+    x = keras.layers.Conv2D(64, 1, name="wide")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(32, name="fc")(x)
+    out = keras.layers.Softmax()(keras.layers.Dense(16, name="classifier")(x))
+    model = keras.Model(inp, out)
+
+    def reasons(pruner):
+        pruned = tsp.prune_model(model, pruner)
+        return {r.layer: r.reason for r in tsp.sparsity_report(pruned)}
+
+    got = reasons(tsp.Magnitude(0.8, tsp.OneByN(16)))
+    assert got["stem"].startswith("stem: 3 input channels (<= 4)")
+    assert got["dw"].startswith("DepthwiseConv2D under 1x16")
+    assert got["classifier"].startswith("the classifier")  # found through the Softmax
+    # 32 -> 32 at 1x16 keeps rows of 32 blocks, 0.8 is reachable; `fc` too
+    assert got["pw"] == got["wide"] == got["fc"] == ""
+    # rows of two 16x16 blocks cannot reach 0.7 with one kept: left dense, and said why
+    narrow = keras.Sequential(
+        [
+            keras.Input((4, 4, 64)),
+            keras.layers.Conv2D(32, 1, name="a"),
+            keras.layers.Conv2D(32, 1, name="b"),
+            keras.layers.Conv2D(2, 1, name="out"),
+        ]
+    )
+    pruned = tsp.prune_model(narrow, tsp.Magnitude(0.7, tsp.Block(16, 16)))
+    rows = {r.layer: r.reason for r in tsp.sparsity_report(pruned)}
+    assert rows["a"] == ""  # rows of four blocks: 0.75 is reachable
+    assert "allows at most sparsity 0.5 < 0.7" in rows["b"]
+    # element-wise structures still prune depthwise layers by default
+    assert reasons(tsp.Magnitude(0.8, tsp.Unstructured()))["dw"] == ""
+    # naming a layer, or layers="all", prunes it anyway
+    named = tsp.prune_model(model, tsp.Magnitude(0.8, tsp.OneByN(16)), layers=["stem", "dw"])
+    assert sorted(w.layer.name for w in collect_wrappers(named)) == ["dw", "stem"]
+    everything = tsp.prune_model(model, tsp.Magnitude(0.8, tsp.OneByN(16)), layers="all")
+    assert len(collect_wrappers(everything)) == 6
 
 
 class ScaledDense(keras.layers.Layer):
@@ -146,7 +191,7 @@ class ScaledDense(keras.layers.Layer):
 def test_a_custom_layer_is_prunable_through_get_prunable_weights():
     model = keras.Sequential([keras.Input((16,)), ScaledDense(32, name="custom")])
     pruner = tsp.Magnitude(0.5, tsp.OneByN(8), schedule=tsp.ConstantSparsity(0.5, 0, frequency=1))
-    pruned = tsp.prune_model(model, pruner)
+    pruned = tsp.prune_model(model, pruner, layers="all")
     x, _ = random_data(32, (16,))
     pruned.compile("sgd", "mse")
     pruned.fit(x, np.zeros((32, 32)), epochs=1, verbose=0, callbacks=pruner.callbacks())

@@ -4,7 +4,7 @@ Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
     >>> pruner = tsp.Magnitude(sparsity=0.75, structure=tsp.OneByN(16))
-    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned = tsp.prune_model(model, pruner, layers="all")   # a lone Dense is the classifier
     >>> pruned.compile("adam", "mse")
     >>> _ = pruned.fit(np.random.rand(64, 16), np.random.rand(64, 32), epochs=3,
     ...                verbose=0, callbacks=pruner.callbacks())
@@ -13,7 +13,16 @@ Example:
     0.75
 """
 
-from tf_sparse_prune import models, modeltools, ops, prunable, schedules, scoring, structures
+from tf_sparse_prune import (
+    layer_rules,
+    models,
+    modeltools,
+    ops,
+    prunable,
+    schedules,
+    scoring,
+    structures,
+)
 from tf_sparse_prune.algorithms import PDP, SMART, SUBP, Magnitude, OCSPruner, PruningAlgorithm
 from tf_sparse_prune.callbacks import PruningCallback
 from tf_sparse_prune.datasets import load_fashion_mnist
@@ -26,6 +35,7 @@ from tf_sparse_prune.export import (
     export_tflite,
     strip_pruning,
 )
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.graph import DependencyGraph, count_flops, count_params, remove_channels
 from tf_sparse_prune.ops import soft_topk
 from tf_sparse_prune.pruning import get_pruner, prune_model
@@ -45,6 +55,7 @@ __all__ = [
     "ConstantSparsity",
     "DelegationReport",
     "DependencyGraph",
+    "Floor",
     "LayerSparsity",
     "Magnitude",
     "OCSPruner",
@@ -66,6 +77,7 @@ __all__ = [
     "delegated_nodes",
     "export_tflite",
     "get_pruner",
+    "layer_rules",
     "load_fashion_mnist",
     "models",
     "modeltools",

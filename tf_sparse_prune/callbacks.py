@@ -22,7 +22,10 @@ def attach(algorithm: PruningAlgorithm, model: keras.Model) -> list[PruneWrapper
     """Makes ``algorithm`` the one instance every wrapper of ``model`` uses.
 
     A model loaded from disk has one deserialized copy of the algorithm per
-    wrapper; training hooks need a single instance.
+    wrapper; training hooks need a single instance. It also marks the wrappers as
+    driven: a wrapper that trains without being attached warns once
+    (:data:`~tf_sparse_prune.wrappers.UNDRIVEN`). A custom training loop calls it
+    before its first step, then the pruner's hooks itself.
 
     Raises:
         ValueError: if the model has no wrappers, or was pruned with another
@@ -42,6 +45,7 @@ def attach(algorithm: PruningAlgorithm, model: keras.Model) -> list[PruneWrapper
                 f"with the model's own pruner"
             )
         w.algorithm = algorithm
+        w.driven = True
     return wrappers
 
 
@@ -77,6 +81,10 @@ class PruningCallback(keras.callbacks.Callback):
         self.wrappers = attach(self.algorithm, self.model)
         self.step = int(self.wrappers[0].pruning_step.numpy())
         self.algorithm.on_train_begin(self.wrappers, dict(self.params or {}))
+
+    def on_train_end(self, logs=None):
+        for w in self.wrappers:  # a later fit without the callbacks is warned about again
+            w.driven = False
 
     def on_train_batch_begin(self, batch, logs=None):
         self.step += 1

@@ -3,14 +3,14 @@
 Example:
     >>> import keras, tf_sparse_prune as tsp
     >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="fc")])
-    >>> rows = tsp.sparsity_report(tsp.prune_model(m, tsp.Magnitude(0.5)))
+    >>> rows = tsp.sparsity_report(tsp.prune_model(m, tsp.Magnitude(0.5), layers="all"))
     >>> rows[0].layer, rows[0].pruned, rows[0].structure
     ('fc', True, 'unstructured')
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
@@ -35,6 +35,9 @@ class LayerSparsity:
         weights: Number of weights in the prunable kernel(s).
         pruned: Whether the layer is pruned (wrapped, or zeros found after stripping).
         reason: Why the layer is not pruned (empty when it is).
+        warning: What is wrong with the layer, empty when nothing is: ``"all-zero
+            kernel"`` (its output no longer depends on its input) or ``"cut off from the
+            input"`` (every path from the model's input to it crosses an all-zero kernel).
     """
 
     layer: str
@@ -44,10 +47,16 @@ class LayerSparsity:
     weights: int
     pruned: bool
     reason: str = ""
+    warning: str = ""
 
 
 class SparsityReport(list):
     """A list of :class:`LayerSparsity` that prints as a table."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """``"layer: warning"`` for every layer with a warning (empty for a healthy model)."""
+        return [f"{r.layer}: {r.warning}" for r in self if r.warning]
 
     @property
     def total_sparsity(self) -> float:
@@ -75,6 +84,7 @@ class SparsityReport(list):
         ]
         lines.insert(1, "-" * len(lines[0]))
         lines.append(f"total sparsity over prunable kernels: {self.total_sparsity:.3f}")
+        lines.extend(f"WARNING {w}" for w in self.warnings)
         return "\n".join(lines)
 
     def _repr_pretty_(self, p, cycle):  # IPython
@@ -119,11 +129,13 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
     Returns:
         A :class:`SparsityReport` (a list of :class:`LayerSparsity`; ``print`` it).
     """
-    from tf_sparse_prune.pruning import prunability
+    from tf_sparse_prune.pruning import _classifiers, default_exclusion, prunability
 
     wrappers = collect_wrappers(model)
     algorithm = wrappers[0].algorithm if wrappers else None
     report = SparsityReport()
+    classifiers = None
+    left_dense = getattr(model, "_tsp_left_dense", {})
     for layer in iter_layers(model):
         if isinstance(layer, PruneWrapper):
             effective = [layer.algorithm.final_kernel(layer, i) for i in range(len(layer.targets))]
@@ -149,7 +161,11 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
         sparsity, n = _zero_fraction(arrays)
         structure = "-"
         if algorithm is not None:
-            reason = prunability(layer, algorithm) or "not selected by layers="
+            reason = prunability(layer, algorithm) or left_dense.get(layer.name)
+            if reason is None:
+                classifiers = _classifiers(model) if classifiers is None else classifiers
+                reason = default_exclusion(layer, algorithm, classifiers)
+            reason = reason or "not selected by layers="
             pruned = False
         else:
             pruned = sparsity > 0
@@ -159,4 +175,44 @@ def sparsity_report(model: keras.Model) -> SparsityReport:
         report.append(
             LayerSparsity(layer.name, type(layer).__name__, structure, sparsity, n, pruned, reason)
         )
-    return report
+    return _with_warnings(model, report)
+
+
+def _with_warnings(model: keras.Model, report: SparsityReport) -> SparsityReport:
+    """Flags all-zero kernels and the layers they cut off from the model's input."""
+    empty = {r.layer for r in report if r.weights and r.sparsity >= 1.0}
+    cut = _cut_off(model, empty) if empty else set()
+    rows = SparsityReport()
+    for r in report:
+        warning = "all-zero kernel" if r.layer in empty else ""
+        if r.layer in cut and not warning:
+            warning = "cut off from the input (every path to it crosses an all-zero kernel)"
+        rows.append(replace(r, warning=warning))
+    return rows
+
+
+def _cut_off(model: keras.Model, empty: set[str]) -> set[str]:
+    """Names of the layers whose inputs all come through an all-zero kernel (a graph
+    model's own graph, nested models taken as one; other models: none found)."""
+    from tf_sparse_prune.graph._walk import is_graph_model, ordered_nodes
+
+    if not is_graph_model(model):
+        return set()
+
+    def name(op):
+        return op.layer.name if isinstance(op, PruneWrapper) else op.name
+
+    alive: set[int] = set()
+    cut: set[str] = set()
+    for node in ordered_nodes(model):
+        op = node.operation
+        inputs = keras.tree.flatten(node.input_tensors)
+        if isinstance(op, keras.layers.InputLayer) or not inputs:
+            live = True
+        else:
+            live = any(id(t) in alive for t in inputs)
+            if not live:
+                cut.add(name(op))
+        if live and name(op) not in empty:
+            alive.update(id(t) for t in keras.tree.flatten(node.output_tensors))
+    return cut

@@ -112,6 +112,12 @@ class PolynomialDecay(PruningSchedule):
         owner = "PolynomialDecay"
         self.initial_sparsity = _check_fraction(owner, "initial_sparsity", initial_sparsity)
         self.final_sparsity_ = _check_fraction(owner, "final_sparsity", final_sparsity)
+        if self.final_sparsity_ < self.initial_sparsity:
+            raise ValueError(
+                f"{owner}: final_sparsity={final_sparsity!r} is below initial_sparsity="
+                f"{initial_sparsity!r}; pruning never reverses (a pruned weight stays zero), so "
+                f"the sparsity must not decrease: pass final_sparsity >= initial_sparsity"
+            )
         self.begin_step = _check_step(owner, "begin_step", begin_step)
         self.end_step = _check_step(owner, "end_step", end_step)
         if self.end_step <= self.begin_step:

@@ -91,6 +91,11 @@ class Structure(Configurable):
     #: whether blocks of this structure can be ranked across layers (scope="global")
     supports_global = True
 
+    #: whether ``prune_model(layers=None)`` prunes ``DepthwiseConv2D`` with this structure
+    #: (a 1xN or block unit of a depthwise kernel holds one input channel, which no sparse
+    #: kernel skips; element-wise units still shrink the model)
+    prunes_depthwise_by_default = True
+
     # -- description --------------------------------------------------------------
     def name(self) -> str:
         """A short human-readable name, e.g. ``'1x16'``."""
@@ -141,9 +146,29 @@ class Structure(Configurable):
         ones = np.ones(tuple(int(d) for d in kernel_shape), np.float32)
         return np.asarray(self.to_blocks(ones, depthwise)).sum(-1)
 
+    def row_ids(self, kernel_shape: Sequence[int], depthwise: bool = False) -> np.ndarray | None:
+        """Grid-shaped int32 index of the *row* each block belongs to, or ``None``.
+
+        A row is the set of blocks that feed one group of output channels; a
+        :class:`~tf_sparse_prune.floors.Floor` keeps at least one block of each.
+        ``None`` means the structure keeps every row alive by itself (N:M).
+        """
+        raise NotImplementedError
+
+    def row_length(self, kernel_shape: Sequence[int], depthwise: bool = False) -> int | None:
+        """Blocks in the shortest row (``None`` when :meth:`row_ids` is ``None``)."""
+        ids = self.row_ids(kernel_shape, depthwise)
+        if ids is None:
+            return None
+        return int(np.bincount(ids.reshape(-1)).min())
+
     # -- selection ---------------------------------------------------------------
     def select(
-        self, scores: np.ndarray, sparsity: float, sizes: np.ndarray | None = None
+        self,
+        scores: np.ndarray,
+        sparsity: float,
+        sizes: np.ndarray | None = None,
+        protected: np.ndarray | None = None,
     ) -> np.ndarray:
         """Chooses the kept blocks of one layer.
 
@@ -151,16 +176,30 @@ class Structure(Configurable):
             scores: Grid-shaped block scores (higher is more important).
             sparsity: Target fraction of *weights* to prune.
             sizes: Grid-shaped block sizes in weights (default: all equal).
+            protected: Grid-shaped booleans: blocks never pruned (a
+                :class:`~tf_sparse_prune.floors.Floor`'s), even if the target is missed.
 
         Returns:
             A float32 grid mask of 0/1. Blocks are dropped lowest score first,
             ties broken by position, until the pruned weights reach
             ``round(sparsity * total)`` without exceeding it by more than a block.
         """
-        return select_by_weight_budget(scores, sparsity, sizes)
+        return select_by_weight_budget(scores, sparsity, sizes, protected)
 
 
-def select_by_weight_budget(scores, sparsity: float, sizes=None) -> np.ndarray:
+def select_by_weight_budget(scores, sparsity: float, sizes=None, protected=None) -> np.ndarray:
+    """Drops the lowest-scoring blocks (never a ``protected`` one) until the pruned
+    weights are closest to ``round(sparsity * total)``; see :meth:`Structure.select`.
+
+    Example:
+        >>> import numpy as np
+        >>> from tf_sparse_prune.structures import select_by_weight_budget
+        >>> select_by_weight_budget(np.array([4.0, 1.0, 3.0, 2.0]), 0.5)
+        array([1., 0., 1., 0.], dtype=float32)
+        >>> select_by_weight_budget(np.array([4.0, 1.0, 3.0, 2.0]), 0.5,
+        ...                         protected=np.array([False, True, False, False]))
+        array([1., 1., 0., 0.], dtype=float32)
+    """
     scores = np.asarray(scores, np.float64)
     flat = scores.reshape(-1)
     w = np.ones_like(flat) if sizes is None else np.asarray(sizes, np.float64).reshape(-1)
@@ -169,7 +208,13 @@ def select_by_weight_budget(scores, sparsity: float, sizes=None) -> np.ndarray:
     mask = np.ones(flat.shape, np.float32)
     if budget <= 0:
         return mask.reshape(scores.shape)
-    order = np.argsort(flat, kind="stable")  # lowest first; ties: lower index first
+    free = np.ones(flat.shape, bool) if protected is None else ~np.asarray(protected, bool)
+    free = free.reshape(-1)
+    # protected blocks go last and are never reached: the budget is capped by the free ones
+    order = np.lexsort((np.arange(flat.size), flat, ~free))  # free first, lowest, position
+    order = order[: int(free.sum())]
+    if order.size == 0:
+        return mask.reshape(scores.shape)
     cum = np.cumsum(w[order])
     # number of blocks whose cumulative size is closest to the budget
     n_prune = int(np.searchsorted(cum, budget, side="left"))
@@ -226,6 +271,12 @@ class Unstructured(Structure):
     def block_sizes(self, kernel_shape, depthwise=False):
         return np.ones(tuple(int(d) for d in kernel_shape), np.float32)
 
+    def row_ids(self, kernel_shape, depthwise=False):
+        shape = tuple(int(d) for d in kernel_shape)
+        outputs = 2 if depthwise else 1  # a depthwise output channel is (channel, multiplier)
+        ids = np.arange(int(np.prod(shape[-outputs:])), dtype=np.int32)
+        return np.broadcast_to(ids.reshape(shape[-outputs:]), shape).copy()
+
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Block(Structure):
@@ -252,8 +303,14 @@ class Block(Structure):
         self.n_in = _check_positive_int(type(self).__name__, "n_in", n_in)
         self.pad = bool(pad)
 
+    prunes_depthwise_by_default = False
+
     def name(self) -> str:
         return f"block{self.n_out}x{self.n_in}"
+
+    def row_ids(self, kernel_shape, depthwise=False):
+        rows, cols = self.grid_shape(kernel_shape, depthwise)
+        return np.repeat(np.arange(rows, dtype=np.int32)[:, None], cols, axis=1)
 
     def get_config(self):
         return {"n_out": self.n_out, "n_in": self.n_in, "pad": self.pad}
@@ -340,6 +397,9 @@ class OutputChannel(Structure):
     def grid_shape(self, kernel_shape, depthwise=False):
         return (canonical_shape(kernel_shape, depthwise)[2],)
 
+    def row_ids(self, kernel_shape, depthwise=False):
+        return np.zeros(self.grid_shape(kernel_shape, depthwise), np.int32)  # one row: the layer
+
     def to_blocks(self, kernel, depthwise=False):
         xp = _xp(kernel)
         t, i, o = canonical_shape(kernel.shape, depthwise)
@@ -417,7 +477,10 @@ class NM(Structure):
     def block_sizes(self, kernel_shape, depthwise=False):
         return np.ones(self.grid_shape(kernel_shape, depthwise), np.float32)
 
-    def select(self, scores, sparsity, sizes=None):
+    def row_ids(self, kernel_shape, depthwise=False):
+        return None  # every group keeps n >= 1 weights by construction
+
+    def select(self, scores, sparsity, sizes=None, protected=None):
         scores = np.asarray(scores, np.float64)
         drop = min(self.m - self.n, round(sparsity * self.m))
         mask = np.ones(scores.shape, np.float32)

@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import Any
 
 import keras
@@ -40,7 +42,17 @@ from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.prunable import UnsupportedLayerError, prunable_weights, why_not_prunable
 from tf_sparse_prune.structures import StructureError
 
-__all__ = ["PruneWrapper", "collect_wrappers"]
+__all__ = ["UNDRIVEN", "PruneWrapper", "collect_wrappers"]
+
+#: the warning of a pruned model trained without its pruner's callbacks. A warning, not an
+#: error: a custom training loop may drive the hooks itself (after ``attach``).
+UNDRIVEN = (
+    "a pruned model is training without its pruner's callbacks: the masks never update, so "
+    "it trains dense. Pass callbacks=pruner.callbacks() to fit (for a loaded model: "
+    "tsp.get_pruner(model).callbacks()); a custom training loop calls "
+    "tsp.callbacks.attach(pruner, model) and the pruner's hooks itself"
+)
+_WARNED: weakref.WeakSet = weakref.WeakSet()
 
 
 @keras.saving.register_keras_serializable(package="tf_sparse_prune")
@@ -77,6 +89,8 @@ class PruneWrapper(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.algorithm = algorithm
         self.masks: list[keras.Variable] = []
+        # set by tsp.callbacks.attach (the pruner's callbacks at train begin, or a custom loop)
+        self.driven = False
 
     # ---- build --------------------------------------------------------------------------
     def build(self, input_shape=None):
@@ -155,6 +169,9 @@ class PruneWrapper(keras.layers.Wrapper):
 
     # ---- forward ------------------------------------------------------------------------
     def call(self, inputs, *args, training=None, **kwargs):
+        if training is True and not self.driven and self.algorithm not in _WARNED:
+            _WARNED.add(self.algorithm)  # once per pruner, not once per layer
+            warnings.warn(UNDRIVEN, UserWarning, stacklevel=2)
         # Autocasting off: the hooks compute in the variables' own dtypes, and the state
         # mapping keeps the float32 effective kernel (the scope casts a mapped value to the
         # variable's dtype as autocast reports it); the wrapped layer casts it when it reads it.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.structures import Structure, Unstructured
 
 if TYPE_CHECKING:
@@ -43,9 +44,21 @@ class PruningAlgorithm:
 
     Args:
         structure: The pruning unit; ``None`` gives :class:`~tf_sparse_prune.Unstructured`.
+        floor: What every pruned layer keeps whatever its scores (``None``: the default
+            :class:`~tf_sparse_prune.Floor`, 1% of its weights and one block per row).
     """
 
-    def __init__(self, structure: Structure | None = None):
+    def __init__(self, structure: Structure | None = None, floor: Floor | None = None):
+        if floor is None:
+            floor = Floor()
+        if isinstance(floor, dict):
+            floor = keras.saving.deserialize_keras_object(floor)
+        if not isinstance(floor, Floor):
+            raise TypeError(
+                f"{type(self).__name__}: floor={floor!r} is not a floor; pass None (the default) "
+                f"or tsp.Floor(min_fraction=..., keep_rows=...)"
+            )
+        self.floor = floor
         if structure is None:
             structure = Unstructured()
         if not isinstance(structure, Structure):
@@ -66,6 +79,27 @@ class PruningAlgorithm:
     ) -> None:
         """Raises ``StructureError`` if this algorithm cannot prune that kernel."""
         self.structure_for(layer).check(kernel_shape, depthwise)
+
+    @property
+    def global_budget(self) -> bool:
+        """Whether the sparsity target holds over all pruned layers together (each layer's
+        own sparsity is then chosen by the method), rather than in every layer."""
+        return False
+
+    def max_sparsity(self, layer: keras.layers.Layer, kernel_shape, depthwise: bool) -> float:
+        """The highest sparsity the floor lets this algorithm reach in that kernel."""
+        structure = self.structure_for(layer)
+        return self.floor.max_sparsity(structure.row_length(kernel_shape, depthwise))
+
+    def protected(self, wrapper: PruneWrapper, index: int, scores):
+        """The floor's protected blocks of kernel ``index`` for grid-shaped ``scores``."""
+        var, depthwise = wrapper.targets[index]
+        shape = tuple(int(d) for d in var.shape)
+        structure = wrapper.structure
+        rows = structure.row_ids(shape, depthwise)
+        if rows is None:  # the structure keeps every group alive itself (N:M)
+            return None
+        return self.floor.protected(scores, structure.block_sizes(shape, depthwise), rows)
 
     # ---- state and forward pass ----------------------------------------------------
     def build(self, wrapper: PruneWrapper) -> None:
@@ -111,7 +145,10 @@ class PruningAlgorithm:
 
     # ---- serialization ----------------------------------------------------------------
     def get_config(self) -> dict:
-        return {"structure": keras.saving.serialize_keras_object(self.structure)}
+        return {
+            "structure": keras.saving.serialize_keras_object(self.structure),
+            "floor": keras.saving.serialize_keras_object(self.floor),
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> PruningAlgorithm:

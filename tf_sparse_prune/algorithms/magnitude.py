@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.schedules import PolynomialDecay, PruningSchedule, _check_fraction
 from tf_sparse_prune.scoring import Scorer, get_scorer
 from tf_sparse_prune.structures import Structure
@@ -35,12 +36,14 @@ class Magnitude(PruningAlgorithm):
             target); ``"global"`` ranks all pruned layers together, with scores
             made comparable across block sizes (``Scorer.comparable``).
         criterion: Block score: ``"l2"`` (default), ``"l1"`` or a ``Scorer``.
+        floor: What every layer keeps (``None``: :class:`~tf_sparse_prune.Floor`'s default,
+            1% of its weights and the best block of every row), in both scopes.
 
     Example:
         >>> import keras, numpy as np, tf_sparse_prune as tsp
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32)])
         >>> pruner = tsp.Magnitude(sparsity=0.5, structure=tsp.OneByN(16))
-        >>> pruned = tsp.prune_model(model, pruner)
+        >>> pruned = tsp.prune_model(model, pruner, layers="all")   # a lone Dense is the classifier
         >>> pruned.compile("sgd", "mse")
         >>> _ = pruned.fit(np.ones((64, 8)), np.ones((64, 32)), epochs=2, verbose=0,
         ...                callbacks=pruner.callbacks())
@@ -55,8 +58,9 @@ class Magnitude(PruningAlgorithm):
         schedule: PruningSchedule | None = None,
         scope: str = "layer",
         criterion: str | Scorer | None = None,
+        floor: Floor | None = None,
     ):
-        super().__init__(structure)
+        super().__init__(structure, floor)
         name = "Magnitude"
         fixed = self.structure.fixed_sparsity()
         if sparsity is None:
@@ -67,6 +71,7 @@ class Magnitude(PruningAlgorithm):
             else:
                 raise ValueError(f"{name}: sparsity is required (a fraction in [0, 1), e.g. 0.75)")
         sparsity = _check_fraction(name, "sparsity", sparsity)
+        self.floor.check_sparsity(name, sparsity)
         if fixed is not None and abs(sparsity - fixed) > 1e-9:
             raise ValueError(
                 f"{name}: structure {self.structure!r} fixes the sparsity at {fixed}; pass "
@@ -95,6 +100,10 @@ class Magnitude(PruningAlgorithm):
         self.scope = scope
         self.scorer = get_scorer(criterion, name)
         self._active_schedule: PruningSchedule | None = schedule
+
+    @property
+    def global_budget(self) -> bool:
+        return self.scope == "global"
 
     # ---- schedule -------------------------------------------------------------------
     def resolve_schedule(self, params: dict) -> PruningSchedule:
@@ -143,25 +152,31 @@ class Magnitude(PruningAlgorithm):
         """
         items = [(w, i) for w in wrappers for i in range(len(w.targets))]
         scored = [self._block_scores(w, i) for w, i in items]
+        kept = [self.protected(w, i, s) for (w, i), (s, _) in zip(items, scored, strict=True)]
         if self.scope == "layer":
             masks = [
-                w.structure.select(s, sparsity, z)
-                for (w, _), (s, z) in zip(items, scored, strict=True)
+                w.structure.select(s, sparsity, z, p)
+                for (w, _), (s, z), p in zip(items, scored, kept, strict=True)
             ]
         else:
-            masks = self._select_global(scored, sparsity)
+            masks = self._select_global(scored, sparsity, kept)
         for (w, i), mask in zip(items, masks, strict=True):
             w.set_mask(i, mask)
             var, _ = w.targets[i]
             kernel = var.numpy()
             var.assign(np.where(w.expanded_mask_numpy(i) != 0, kernel, np.zeros_like(kernel)))
 
-    def _select_global(self, scored, sparsity):
+    def _select_global(self, scored, sparsity, kept):
         from tf_sparse_prune.structures import select_by_weight_budget
 
         flat = [self.scorer.comparable(s, z).reshape(-1) for s, z in scored]
         sizes = [z.reshape(-1) for _, z in scored]
-        mask = select_by_weight_budget(np.concatenate(flat), sparsity, np.concatenate(sizes))
+        mask = select_by_weight_budget(
+            np.concatenate(flat),
+            sparsity,
+            np.concatenate(sizes),
+            None if kept[0] is None else np.concatenate([k.reshape(-1) for k in kept]),
+        )
         out, start = [], 0
         for s, _ in scored:
             out.append(mask[start : start + s.size].reshape(s.shape))

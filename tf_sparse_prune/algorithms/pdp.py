@@ -25,7 +25,7 @@ Example:
     >>> from tf_sparse_prune.algorithms.pdp import PDP
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
     >>> pruner = PDP(sparsity=0.75, structure=tsp.OneByN(16), ramp=0.5)
-    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned = tsp.prune_model(model, pruner, layers="all")   # a lone Dense is the classifier
     >>> pruned.compile("sgd", "mse")
     >>> hist = pruned.fit(np.ones((32, 16)), np.ones((32, 32)), epochs=2, verbose=0,
     ...                   callbacks=pruner.callbacks())
@@ -43,13 +43,14 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.schedules import _check_fraction
 from tf_sparse_prune.structures import NM
 
 __all__ = ["PDP", "pdp_mask"]
 
 
-def pdp_mask(scores, ratio, temperature, group: int | None = None, keep_min: int = 0):
+def pdp_mask(scores, ratio, temperature, group: int | None = None, keep_min: int = 0, kept=None):
     """The PDP soft mask of a grid of squared block scores (a tensor; float32).
 
     Args:
@@ -58,6 +59,7 @@ def pdp_mask(scores, ratio, temperature, group: int | None = None, keep_min: int
         temperature: ``tau`` (> 0).
         group: ``m`` for N:M: prune within each group of the last axis.
         keep_min: At least this many kept per group (``n`` of N:M).
+        kept: Grid-shaped booleans held at 1 whatever their score (a floor's blocks).
 
     Example:
         >>> import numpy as np
@@ -84,7 +86,10 @@ def pdp_mask(scores, ratio, temperature, group: int | None = None, keep_min: int
     # one threshold per layer, or per group (broadcast over the group's last axis)
     t2 = tf.reshape(t2, []) if group is None else tf.reshape(t2, tf.shape(s)[:-1])[..., None]
     soft = tf.sigmoid((s - t2) / tf.cast(temperature, tf.float32))
-    return tf.where(pruned > 0, soft, tf.ones_like(soft))
+    soft = tf.where(pruned > 0, soft, tf.ones_like(soft))
+    if kept is not None:
+        soft = tf.where(tf.convert_to_tensor(kept), tf.ones_like(soft), soft)
+    return soft
 
 
 @keras.saving.register_keras_serializable(package="tf_sparse_prune")
@@ -97,6 +102,8 @@ class PDP(PruningAlgorithm):
             squared L2 norm.
         temperature: ``tau`` (> 0; paper: 1e-4).
         ramp: ``epsilon`` of the ratio ramp ``min(1, epsilon (epoch + 1))`` (in (0, 1]).
+        floor: What every layer keeps (``None``: :class:`~tf_sparse_prune.Floor`'s default):
+            the floor's blocks hold a mask of 1 in the soft and the hard phase.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -107,14 +114,22 @@ class PDP(PruningAlgorithm):
         0.35
     """
 
-    def __init__(self, sparsity=None, structure=None, temperature: float = 1e-4, ramp=0.015):
-        super().__init__(structure)
+    def __init__(
+        self,
+        sparsity=None,
+        structure=None,
+        temperature: float = 1e-4,
+        ramp=0.015,
+        floor: Floor | None = None,
+    ):
+        super().__init__(structure, floor)
         fixed = self.structure.fixed_sparsity()
         if sparsity is None:
             if fixed is None:
                 raise ValueError("PDP: sparsity is required (a fraction in [0, 1), e.g. 0.7)")
             sparsity = fixed
         self.sparsity = _check_fraction("PDP", "sparsity", sparsity)
+        self.floor.check_sparsity("PDP", self.sparsity)
         if fixed is not None and abs(self.sparsity - fixed) > 1e-9:
             raise ValueError(
                 f"PDP: structure {self.structure!r} fixes the sparsity at {fixed}; pass "
@@ -148,7 +163,8 @@ class PDP(PruningAlgorithm):
         scores = keras.ops.sum(keras.ops.square(blocks), axis=-1)
         if isinstance(self.structure, NM):
             return pdp_mask(scores, ratio, self.temperature, self.structure.m, self.structure.n)
-        return pdp_mask(scores, ratio, self.temperature)
+        kept = self.protected(wrapper, index, tf.stop_gradient(scores))
+        return pdp_mask(scores, ratio, self.temperature, kept=kept)
 
     def effective_kernel(self, wrapper, index, kernel, training):
         """``W * expand(m)``: the soft PDP mask while soft, the stored hard mask after."""
@@ -204,4 +220,5 @@ class PDP(PruningAlgorithm):
             "structure": keras.saving.serialize_keras_object(self.structure),
             "temperature": self.temperature,
             "ramp": self.ramp,
+            "floor": keras.saving.serialize_keras_object(self.floor),
         }

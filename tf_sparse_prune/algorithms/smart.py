@@ -9,11 +9,19 @@ block's size in weights, ``K = (1 - sparsity) * all pruned weights``): the
 size-weighted global :func:`~tf_sparse_prune.ops.soft_topk`, so the per-layer
 sparsity is learned.
 
+**Floor.** A global top-k can empty a layer (a stem conv, a depthwise conv, a layer
+whose scores all fall behind). The algorithm's :class:`~tf_sparse_prune.Floor` names,
+from the current scores, the blocks every layer keeps (each row's best, and the
+layer's best up to ``min_fraction`` of its weights): their soft mask is 1, their
+sizes leave the sum and the budget ``K``, and the same blocks are kept by the final
+hard top-k. The solve is the one global solve over the other blocks.
+
 **Global coupling (design and exactness).** ``t`` couples all layers. It is not
 recomputed inside the forward pass: after every optimizer step (and when the
-search starts) the callback solves for ``t`` by float64 bisection over the
+search starts) one compiled step solves for ``t`` in float64 over the
 concatenated scores of all layers at the current temperature (exactly
-:func:`soft_topk`'s solver) and stores it in each wrapper (``smart_threshold``).
+:func:`soft_topk`'s solver) and stores it in each wrapper (``smart_threshold``),
+with the score projection and the temperature: no scores leave the device.
 Scores change only in optimizer steps, so the stored ``t`` is the root for the
 scores the next forward pass sees. With ``t`` held fixed, autodiff would give
 ``dL/dm_j = v_j g_j`` only, missing the implicit term of ``t(m)``. Each wrapper
@@ -66,7 +74,7 @@ Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
     >>> pruner = tsp.algorithms.SMART(0.75, tsp.OneByN(16), pretrain_epochs=0, search_epochs=1)
-    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned = tsp.prune_model(model, pruner, layers="all")   # a lone Dense is the classifier
     >>> pruned.compile("sgd", "mse")
     >>> hist = pruned.fit(np.ones((32, 16)), np.ones((32, 32)), epochs=2, verbose=0,
     ...                   callbacks=pruner.callbacks())
@@ -86,6 +94,7 @@ import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.callbacks import PruningCallback
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.ops import soft_topk, soft_topk_threshold
 from tf_sparse_prune.schedules import _check_fraction
 from tf_sparse_prune.structures import NM, select_by_weight_budget
@@ -115,11 +124,6 @@ def temperature_at(step: int, length: int, initial: float, final: float) -> floa
         return float(final)
     frac = min(max(step, 0), length - 1) / (length - 1)
     return float(initial * (final / initial) ** frac)
-
-
-@tf.function(reduce_retracing=True)
-def _threshold(x, k, tau, sizes):
-    return soft_topk_threshold(x, k, tau, sizes)
 
 
 def _check_number(name: str, value: Any, positive: bool = True) -> float:
@@ -158,6 +162,10 @@ class SMART(PruningAlgorithm):
             every other variable to the model's optimizer, which saves and loads with
             the model, so a resumed ``fit`` continues both optimizers exactly.
         score_bound: ``c``: scores are projected onto ``[-c, c]`` after each step (> 0).
+        floor: What every layer keeps (``None``: :class:`~tf_sparse_prune.Floor`'s default).
+            The floor's blocks (each row's best block, and the layer's best blocks up to
+            ``min_fraction`` of its weights, by score) hold a soft mask of 1 and leave the
+            threshold's budget, so the global solve itself honours the per-layer floor.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -179,16 +187,18 @@ class SMART(PruningAlgorithm):
         final_temperature: float = 1e-4,
         mask_optimizer: Any = None,
         score_bound: float = 10.0,
+        floor: Floor | None = None,
     ):
         from tf_sparse_prune.structures import Block
 
-        super().__init__(Block(16, 8) if structure is None else structure)
+        super().__init__(Block(16, 8) if structure is None else structure, floor)
         fixed = self.structure.fixed_sparsity()
         if sparsity is None:
             if fixed is None:
                 raise ValueError("SMART: sparsity is required (a fraction in [0, 1), e.g. 0.7)")
             sparsity = fixed
         sparsity = _check_fraction("SMART", "sparsity", sparsity)
+        self.floor.check_sparsity("SMART", sparsity)
         if fixed is not None and abs(sparsity - fixed) > 1e-9:
             raise ValueError(
                 f"SMART: structure {self.structure!r} fixes the sparsity at {fixed}; pass "
@@ -218,12 +228,17 @@ class SMART(PruningAlgorithm):
         self.score_bound = _check_number("score_bound", score_bound)
         self._coupled: list = []
         self._h_cache: tuple | None = None
+        self._compiled: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
     @property
     def nm(self) -> bool:
         """Whether this is the N:M variant (Algorithm 2)."""
         return isinstance(self.structure, NM)
+
+    @property
+    def global_budget(self) -> bool:
+        return not self.nm
 
     def temperature(self, step: int, length: int) -> float:
         """The temperature of search batch ``step`` of ``length``."""
@@ -237,7 +252,7 @@ class SMART(PruningAlgorithm):
         wrapper.add_state("smart_search_length", 0, "int64")
         wrapper.add_state("smart_temperature", self.initial_temperature, "float64")
         wrapper.add_state("smart_threshold", 0.0, "float64")
-        scores, sizes = [], []
+        scores, sizes, rows = [], [], []
         for i, (var, depthwise) in enumerate(wrapper.targets):
             if self.nm:
                 break
@@ -253,8 +268,14 @@ class SMART(PruningAlgorithm):
                 )
             )
             sizes.append(np.asarray(wrapper.structure.block_sizes(shape, depthwise), np.float64))
+            rows.append(wrapper.structure.row_ids(shape, depthwise))
         wrapper.smart_scores = scores
         wrapper.smart_sizes = sizes
+        wrapper.smart_rows = rows
+
+    def _kept(self, wrapper, index, scores):
+        """The floor's blocks (mask 1 whatever the threshold) for ``scores`` (a tensor)."""
+        return self.floor.protected(scores, wrapper.smart_sizes[index], wrapper.smart_rows[index])
 
     # ---- forward -------------------------------------------------------------------------
     def _soft_grid(self, wrapper, index, training):
@@ -263,8 +284,10 @@ class SMART(PruningAlgorithm):
         t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
         if training and any(w is wrapper for w in self._coupled):
             t = t + self._coupling()
-        m = tf.cast(keras.ops.convert_to_tensor(wrapper.smart_scores[index]), tf.float64)
-        return tf.cast(tf.sigmoid((m + t) / tau), tf.float32)
+        m32 = tf.convert_to_tensor(wrapper.smart_scores[index])
+        f = tf.sigmoid((tf.cast(m32, tf.float64) + t) / tau)
+        kept = tf.stop_gradient(self._kept(wrapper, index, m32))
+        return tf.cast(tf.where(kept, tf.ones_like(f), f), tf.float32)
 
     def _coupling(self):
         """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores."""
@@ -276,10 +299,12 @@ class SMART(PruningAlgorithm):
         for w in self._coupled:
             tau = tf.convert_to_tensor(w.smart_temperature)
             t = tf.convert_to_tensor(w.smart_threshold)
-            for var, sizes in zip(w.smart_scores, w.smart_sizes, strict=True):
-                m = tf.cast(tf.convert_to_tensor(var), tf.float64)
+            for i, (var, sizes) in enumerate(zip(w.smart_scores, w.smart_sizes, strict=True)):
+                m32 = tf.convert_to_tensor(var)
+                m = tf.cast(m32, tf.float64)
                 f = tf.sigmoid((tf.stop_gradient(m) + t) / tau)
-                sv = tf.constant(sizes) * f * (1.0 - f) / tau
+                free = tf.cast(tf.logical_not(self._kept(w, i, tf.stop_gradient(m32))), tf.float64)
+                sv = tf.constant(sizes) * free * f * (1.0 - f) / tau
                 num += tf.reduce_sum(tf.stop_gradient(-sv) * (m - tf.stop_gradient(m)))
                 den += tf.reduce_sum(sv)
         h = tf.math.divide_no_nan(num, tf.stop_gradient(den))
@@ -323,20 +348,55 @@ class SMART(PruningAlgorithm):
         """Solves ``t`` for the current scores and temperature and stores it in every wrapper."""
         if self.nm:
             return 0.0
-        scores = np.concatenate([v.numpy().ravel() for w in wrappers for v in w.smart_scores])
-        sizes = np.concatenate([s.ravel() for w in wrappers for s in w.smart_sizes])
-        tau = float(wrappers[0].smart_temperature.numpy())
-        t = float(
-            _threshold(
-                tf.constant(scores, tf.float64),
-                tf.constant(self._budget(wrappers), tf.float64),
-                tf.constant(tau, tf.float64),
-                tf.constant(sizes),
-            )
+        w0 = wrappers[0]
+        return float(
+            self._advance(wrappers)(w0.smart_temperature.value, w0.smart_search_step.value)
         )
-        for w in wrappers:
-            w.smart_threshold.assign(t)
-        return t
+
+    def _advance(self, wrappers):
+        """The compiled per-batch update of the search, over all ``wrappers`` at once.
+
+        Called with the batch's temperature and search step, it stores both, projects the
+        scores onto the score box and solves ``t`` with the floor's blocks held at 1: their
+        sizes leave the budget and the sum (one solve, so the threshold honours the floor).
+        One call per batch, no scores copied to the host.
+        """
+        key = tuple(id(w) for w in wrappers)
+        if self._compiled is not None and self._compiled[0] == key:
+            return self._compiled[1]
+        entries = self._entries(wrappers)
+        budget = self._budget(wrappers)
+        bound = self.score_bound
+
+        @tf.function
+        def advance(tau, step):
+            for w in wrappers:
+                w.smart_temperature.assign(tau)
+                w.smart_search_step.assign(step)
+            xs, free_sizes = [], []
+            for w, i in entries:
+                var = w.smart_scores[i]
+                var.assign(tf.clip_by_value(tf.convert_to_tensor(var), -bound, bound))
+                m32 = tf.convert_to_tensor(var)
+                sizes = tf.constant(w.smart_sizes[i].reshape(-1))
+                kept = tf.reshape(self._kept(w, i, m32), [-1])
+                free_sizes.append(tf.where(kept, tf.zeros_like(sizes), sizes))
+                xs.append(tf.cast(tf.reshape(m32, [-1]), tf.float64))
+            sizes = tf.concat(free_sizes, 0)
+            free = tf.reduce_sum(sizes)
+            total = float(sum(float(w.smart_sizes[i].sum()) for w, i in entries))
+            k = tf.minimum(tf.maximum(budget - (total - free), 0.5), free)
+            t = tf.cond(
+                free > 0.5,
+                lambda: soft_topk_threshold(tf.concat(xs, 0), k, tau, sizes),
+                lambda: tf.constant(0.0, tf.float64),
+            )
+            for w in wrappers:
+                w.smart_threshold.assign(t)
+            return t
+
+        self._compiled = (key, advance)
+        return advance
 
     def init_scores(self, wrappers) -> None:
         """``m_b = ||B_b||_2 / mean_b ||B_b||_2`` per kernel, clipped to the score box."""
@@ -361,10 +421,12 @@ class SMART(PruningAlgorithm):
             return out
         flat = [w.smart_scores[i].numpy() for w, i in entries]
         sizes = [w.smart_sizes[i] for w, i in entries]
+        kept = [self._kept(w, i, f) for (w, i), f in zip(entries, flat, strict=True)]
         mask = select_by_weight_budget(
             np.concatenate([f.ravel() for f in flat]),
             self.sparsity,
             np.concatenate([s.ravel() for s in sizes]),
+            np.concatenate([k.ravel() for k in kept]),
         )
         out, start = [], 0
         for f in flat:
@@ -437,16 +499,14 @@ class SMART(PruningAlgorithm):
     def on_train_batch_end(self, wrappers, step):
         if int(wrappers[0].smart_phase.numpy()) != PHASES["search"]:
             return
-        if not self.nm:
-            c = self.score_bound
-            for w in wrappers:
-                for var in w.smart_scores:
-                    var.assign(np.clip(var.numpy(), -c, c))
         s = int(wrappers[0].smart_search_step.numpy()) + 1
         length = int(wrappers[0].smart_search_length.numpy())
-        self._set_all(wrappers, "smart_search_step", s)
-        self._set_all(wrappers, "smart_temperature", self.temperature(s, length))
-        self.refresh_threshold(wrappers)
+        tau = self.temperature(s, length)
+        if self.nm:
+            self._set_all(wrappers, "smart_search_step", s)
+            self._set_all(wrappers, "smart_temperature", tau)
+            return
+        self._advance(wrappers)(tf.constant(tau, tf.float64), tf.constant(s, tf.int64))
 
     def on_epoch_end(self, wrappers, epoch, logs):
         phase = int(wrappers[0].smart_phase.numpy())
@@ -500,6 +560,7 @@ class SMART(PruningAlgorithm):
             if self.mask_optimizer is None
             else keras.optimizers.serialize(self.mask_optimizer),
             "score_bound": self.score_bound,
+            "floor": keras.saving.serialize_keras_object(self.floor),
         }
 
 
@@ -624,22 +685,36 @@ class MaskScoreOptimizer(keras.optimizers.Optimizer):
 
 
 def install_mask_optimizer(model: keras.Model, mask_optimizer) -> MaskScoreOptimizer:
-    """Makes ``model.optimizer`` a :class:`MaskScoreOptimizer` (once; kept on save/load).
+    """Makes ``model.optimizer`` route through a :class:`MaskScoreOptimizer` (once; kept
+    on save/load).
 
     The mask optimizer is a fresh copy of ``mask_optimizer`` (its config), so one SMART
-    object can prune several models. The compile configuration is updated too, so
+    object can prune several models. Under loss scaling (``mixed_float16``) the router
+    goes *inside* the ``LossScaleOptimizer``, so both optimizers see unscaled gradients;
+    the loss scale carries over. The compile configuration is updated too, so
     ``model.save`` records the router and ``load_model`` restores both optimizers' state.
     """
     current = model.optimizer
-    if isinstance(current, MaskScoreOptimizer):
-        return current
+    scaled = isinstance(current, keras.optimizers.LossScaleOptimizer)
+    inner = current.inner_optimizer if scaled else current
+    if isinstance(inner, MaskScoreOptimizer):
+        return inner
     masks = keras.optimizers.deserialize(keras.optimizers.serialize(mask_optimizer))
-    router = MaskScoreOptimizer(current, masks)
+    router = MaskScoreOptimizer(inner, masks)
     router.build(model.trainable_variables)
-    model.optimizer = router
+    outer = router
+    if scaled:
+        scale = current.initial_scale
+        if current.built:
+            scale = float(keras.ops.convert_to_numpy(current.dynamic_scale))
+        outer = keras.optimizers.LossScaleOptimizer(
+            router, initial_scale=scale, dynamic_growth_steps=current.dynamic_growth_steps
+        )
+        outer.build(model.trainable_variables)
+    model.optimizer = outer
     compile_config = getattr(model, "_compile_config", None)
     if compile_config is not None and "optimizer" in getattr(compile_config, "config", {}):
-        compile_config.config["optimizer"] = router
+        compile_config.config["optimizer"] = outer
     model.make_train_function(force=True)
     return router
 
@@ -651,6 +726,8 @@ def exclude_from_weight_decay(optimizer: keras.optimizers.Optimizer, variables: 
     optimizer (e.g. one restored by ``load_model``); the exclusion set is read when the
     train step is traced, so adding to it (and clearing its cache) works in both cases.
     """
+    # under loss scaling the inner optimizer applies the decay
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     keys = {optimizer._var_key(v) for v in variables}
     optimizer._exclude_from_weight_decay = (
         set(getattr(optimizer, "_exclude_from_weight_decay", set())) | keys

@@ -32,7 +32,7 @@ Example:
     >>> from tf_sparse_prune.algorithms.subp import SUBP
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32)])
     >>> pruner = SUBP(sparsity=0.75, n=16, regrow_start_epoch=0, regrow_end_epoch=2)
-    >>> pruned = tsp.prune_model(model, pruner)
+    >>> pruned = tsp.prune_model(model, pruner, layers="all")   # a lone Dense is the classifier
     >>> pruned.compile("sgd", "mse")
     >>> _ = pruned.fit(np.ones((32, 16)), np.ones((32, 32)), epochs=3, verbose=0,
     ...                callbacks=pruner.callbacks())
@@ -50,6 +50,7 @@ import keras
 import numpy as np
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.floors import Floor
 from tf_sparse_prune.schedules import REGROW_DECAYS, _check_fraction, regrow_factor
 from tf_sparse_prune.scoring import BPAR, Scorer, get_scorer
 from tf_sparse_prune.structures import OneByN, StructureError
@@ -185,6 +186,9 @@ class SUBP(PruningAlgorithm):
         score_on: ``"masked"`` scores ``W * M`` (SPEC §5; a block pruned and not regrown
             scores as a zero block); ``"weights"`` scores the trained ``W`` (Algorithm 1
             line 9 resets the mask first), so softly pruned blocks compete again.
+        floor: What every layer keeps (``None``: :class:`~tf_sparse_prune.Floor`'s default).
+            Uniform rows honour it by construction: every row keeps
+            ``C_in - floor(p * C_in) >= 1`` blocks, and ``p <= 1 - min_fraction`` is checked.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -214,10 +218,12 @@ class SUBP(PruningAlgorithm):
         pad: bool = False,
         masked_decay: float = 2e-4,
         score_on: str = "masked",
+        floor: Floor | None = None,
     ):
-        super().__init__(OneByN(n, pad=pad))
+        super().__init__(OneByN(n, pad=pad), floor)
         name = "SUBP"
         self.sparsity = _check_fraction(name, "sparsity", sparsity)
+        self.floor.check_sparsity(name, self.sparsity)
         bpar = BPAR(balance)  # validates balance whatever the criterion
         if isinstance(criterion, str) and criterion.lower() == "bpar":
             self.scorer: Scorer = bpar
@@ -452,4 +458,5 @@ class SUBP(PruningAlgorithm):
             "pad": self.pad,
             "masked_decay": self.masked_decay,
             "score_on": self.score_on,
+            "floor": keras.saving.serialize_keras_object(self.floor),
         }

@@ -1,0 +1,137 @@
+"""What a pruner always keeps: the per-layer floor.
+
+No pruner empties a layer or a block row unless asked. A :class:`Floor` names the
+blocks of one kernel that are *protected* (never pruned) for its current scores:
+
+* ``keep_rows``: in every row of the structure (a group of ``n`` output channels for
+  ``OneByN``/``Block``, one output channel for ``Unstructured``, the whole layer for
+  ``OutputChannel``) the best-scoring block. A 1xN row with no block left is an output
+  group that no longer depends on the input.
+* ``min_fraction``: the best-scoring blocks of the layer until they hold this fraction
+  of its weights.
+
+The rule is one function of the scores (ties broken by position), computed with
+TensorFlow ops so that the same code runs eagerly on numpy scores (mask updates) and
+inside a compiled train step (SMART's and PDP's soft masks): both see the same set.
+``Floor(min_fraction=0.0, keep_rows=False)`` lifts the floor, for users who ask for
+empty layers explicitly.
+
+Example:
+    >>> import numpy as np, tf_sparse_prune as tsp
+    >>> rows = tsp.OneByN(4).row_ids((1, 1, 2, 8))     # a 1x1 conv, 2 -> 8 channels
+    >>> rows                                           # 2 rows of 2 blocks
+    array([[0, 0],
+           [1, 1]], dtype=int32)
+    >>> scores = np.array([[3.0, 1.0], [0.5, 0.2]])
+    >>> tsp.Floor(min_fraction=0.0).protected(scores, np.ones((2, 2)), rows)
+    array([[ True, False],
+           [ True, False]])
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_sparse_prune.configurable import Configurable
+
+__all__ = ["Floor", "FloorError"]
+
+
+class FloorError(ValueError):
+    """A target sparsity the floor cannot allow (the message says which to change)."""
+
+
+@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+class Floor(Configurable):
+    """The blocks a pruner keeps in every layer whatever their scores.
+
+    Args:
+        min_fraction: Fraction of each pruned kernel's weights always kept, in [0, 1)
+            (default 0.01). A target sparsity above ``1 - min_fraction`` is refused.
+        keep_rows: Keep the best block of every row (default ``True``): no group of
+            output channels is cut off from the layer's input.
+
+    Example:
+        >>> import tf_sparse_prune as tsp
+        >>> tsp.Floor().max_sparsity(row_blocks=4)     # 1 of 4 blocks per row kept
+        0.75
+        >>> tsp.Floor(keep_rows=False).max_sparsity(row_blocks=4)
+        0.99
+    """
+
+    def __init__(self, min_fraction: float = 0.01, keep_rows: bool = True):
+        if (
+            isinstance(min_fraction, bool)
+            or not isinstance(min_fraction, (int, float, np.floating))
+            or not 0.0 <= float(min_fraction) < 1.0
+        ):
+            raise ValueError(
+                f"Floor: min_fraction={min_fraction!r} is outside [0, 1); pass the fraction of "
+                f"each layer's weights always kept, e.g. 0.01 (0 lifts this floor)"
+            )
+        if not isinstance(keep_rows, (bool, np.bool_)):
+            raise ValueError(f"Floor: keep_rows={keep_rows!r} must be True or False")
+        self.min_fraction = float(min_fraction)
+        self.keep_rows = bool(keep_rows)
+
+    def get_config(self) -> dict:
+        return {"min_fraction": self.min_fraction, "keep_rows": self.keep_rows}
+
+    def max_sparsity(self, row_blocks: int | None = None) -> float:
+        """The highest sparsity the floor allows in a layer whose rows hold
+        ``row_blocks`` equal blocks (``None``: rows are not limiting)."""
+        best = 1.0 - self.min_fraction
+        if self.keep_rows and row_blocks:
+            best = min(best, 1.0 - 1.0 / row_blocks)
+        return round(best, 12)
+
+    def check_sparsity(self, owner: str, sparsity: float) -> None:
+        """Raises :class:`FloorError` if ``sparsity`` exceeds ``1 - min_fraction``."""
+        if sparsity > 1.0 - self.min_fraction + 1e-12:
+            raise FloorError(
+                f"{owner}: sparsity={sparsity} would leave less than the floor's "
+                f"min_fraction={self.min_fraction} of some layer's weights; lower the sparsity "
+                f"to <= {1.0 - self.min_fraction:g}, or pass "
+                f"floor=tsp.Floor(min_fraction={max(0.0, round(1.0 - sparsity, 6) / 2):g})"
+            )
+
+    def protected(self, scores, sizes, row_ids):
+        """Which blocks of one kernel are never pruned, for the given scores.
+
+        Args:
+            scores: Grid-shaped block scores (higher is more important); numpy or tensor.
+            sizes: Grid-shaped block sizes in weights.
+            row_ids: Grid-shaped integer row index of each block
+                (:meth:`~tf_sparse_prune.structures.Structure.row_ids`), or ``None``
+                when the structure has no rows to protect (N:M keeps its own).
+
+        Returns:
+            A boolean grid: numpy for numpy ``scores``, else a tensor.
+        """
+        as_numpy = isinstance(scores, np.ndarray)
+        s = tf.cast(tf.convert_to_tensor(scores), tf.float32)
+        flat = tf.reshape(s, [-1])
+        n = tf.size(flat)
+        index = tf.range(n)
+        keep = tf.zeros_like(flat, dtype=tf.bool)
+        if self.keep_rows and row_ids is not None:
+            ids = np.asarray(row_ids, np.int32).reshape(-1)
+            n_rows = int(ids.max()) + 1 if ids.size else 0
+            row_max = tf.math.unsorted_segment_max(flat, ids, n_rows)
+            best = tf.equal(flat, tf.gather(row_max, ids))
+            # one block per row: the first best (ties by position, as select breaks them)
+            first = tf.math.unsorted_segment_min(tf.where(best, index, n), ids, n_rows)
+            keep = tf.logical_or(keep, tf.equal(index, tf.gather(first, ids)))
+        if self.min_fraction > 0:
+            w = tf.cast(tf.reshape(tf.convert_to_tensor(sizes), [-1]), tf.float32)
+            need = self.min_fraction * tf.reduce_sum(w)
+            order = tf.argsort(-flat, stable=True)  # best first, ties by position
+            cum = tf.cumsum(tf.gather(w, order))
+            # the blocks up to the one at which the kept weights first reach `need`
+            last = tf.minimum(tf.reduce_sum(tf.cast(cum < need, tf.int32)), n - 1)
+            rank = tf.argsort(order, stable=True)
+            keep = tf.logical_or(keep, rank <= last)
+        keep = tf.reshape(keep, tf.shape(s))
+        return np.asarray(keep) if as_numpy else keep
