@@ -11,9 +11,17 @@ median over rounds of (B's median step / A's median step); the ratio of the
 fastest 10% of steps is reported too (steadier on a loaded machine).
 Writes ``benchmarks/results/overhead.json``.
 
+``--model resnet50`` times keras.applications ResNet50 (96x96, batch 8, random data,
+``weights=None``) instead, with the default layer selection, and adds to each row the
+mean step ratio (the target is on the mean over all steps) and, for Magnitude, the time
+of one mask update (``update_masks``) compiled and in numpy, each as a fraction of a
+plain step; one more row times ``prune_model`` against ``keras.models.clone_model``.
+Writes ``benchmarks/results/overhead_resnet50.json``.
+
 Example::
 
     python benchmarks/overhead.py --rounds 11
+    python benchmarks/overhead.py --model resnet50 --rounds 5 --steps 10
 """
 
 from __future__ import annotations
@@ -67,6 +75,57 @@ def restart_search(model) -> None:
             wrapper.smart_phase.assign(0.0)
 
 
+def clone_row(model, prune, factories) -> dict:
+    """``prune_model`` against a plain ``keras.models.clone_model`` (min of 3 each)."""
+    import keras
+
+    def best(fn):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    clone = best(lambda: keras.models.clone_model(model))
+    row = {"variant": "prune_model_vs_clone", "clone_seconds": clone}
+    for name in ("magnitude_1x16_0.75", "subp_1x16_0.75", "smart_1x16_0.7"):
+        row[f"{name}_ratio"] = best(lambda name=name: prune(model, factories[name]())) / clone
+    row["load_average"] = os.getloadavg()[0]
+    return row
+
+
+def update_cost(pruner, model, plain_step: float) -> dict:
+    """One Magnitude mask update, compiled (tensor scorer) and in numpy, over a plain step."""
+    import tf_sparse_prune as tsp
+    from tf_sparse_prune.wrappers import collect_wrappers
+
+    class NumpyScorer(tsp.scoring.Scorer):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, blocks):
+            return self.inner(np.asarray(blocks))
+
+        def comparable(self, scores, sizes):
+            return self.inner.comparable(np.asarray(scores), sizes)
+
+    wrappers = collect_wrappers(model)
+    compiled_scorer = pruner.scorer
+    out = {}
+    for label, scorer in (("compiled", compiled_scorer), ("numpy", NumpyScorer(compiled_scorer))):
+        pruner.scorer = scorer
+        pruner.update_masks(wrappers, pruner.sparsity)  # trace / warm up
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            pruner.update_masks(wrappers, pruner.sparsity)
+            times.append(time.perf_counter() - start)
+        out[f"update_{label}_over_step"] = float(np.median(times) / plain_step)
+    pruner.scorer = compiled_scorer
+    return out
+
+
 def _subp(*args, **kwargs):
     from tf_sparse_prune.algorithms.subp import SUBP
 
@@ -78,17 +137,43 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--steps", type=int, default=20, help="training steps per round")
     parser.add_argument("--variants", nargs="+", default=list(pruners()))
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "overhead.json")
+    parser.add_argument("--model", choices=("fashion_cnn", "resnet50"), default="fashion_cnn")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    resnet = args.model == "resnet50"
+    if args.out is None:
+        args.out = HERE / "results" / ("overhead_resnet50.json" if resnet else "overhead.json")
 
     import keras
     import tensorflow as tf
 
     import tf_sparse_prune as tsp
 
-    (x, y), _ = tsp.load_fashion_mnist()
-    n = args.steps * recipe.BATCH_SIZE
-    ds = tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(recipe.BATCH_SIZE).cache()
+    if resnet:
+        batch = 8
+        rng = np.random.default_rng(recipe.SEED)
+        x = rng.standard_normal((args.steps * batch, 96, 96, 3)).astype("float32")
+        y = rng.integers(0, 10, len(x))
+
+        def build():
+            return keras.applications.ResNet50(
+                input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None
+            )
+
+        def prune(model, pruner):
+            return tsp.prune_model(model, pruner)
+    else:
+        batch = recipe.BATCH_SIZE
+        (x, y), _ = tsp.load_fashion_mnist()
+        build = tsp.models.fashion_cnn
+
+        def prune(model, pruner):
+            return tsp.prune_model(
+                model, pruner, layers=lambda layer: layer.name not in recipe.DENSE_LAYERS
+            )
+
+    n = args.steps * batch
+    ds = tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).batch(batch).cache()
 
     def compiled(model):
         model.compile(
@@ -117,17 +202,14 @@ def main(argv=None) -> int:
         return clock.steps  # the first step of a round (iterator start) is not counted
 
     rows = []
+    if resnet:
+        rows.append(clone_row(build(), prune, pruners()))
+        print(json.dumps(rows[-1]), flush=True)
     for name in args.variants:
         keras.utils.set_random_seed(recipe.SEED)
-        dense = compiled(tsp.models.fashion_cnn())
+        dense = compiled(build())
         pruner = pruners()[name]()
-        pruned = compiled(
-            tsp.prune_model(
-                tsp.models.fashion_cnn(),
-                pruner,
-                layers=lambda layer: layer.name not in recipe.DENSE_LAYERS,
-            )
-        )
+        pruned = compiled(prune(build(), pruner))
         cbs = pruner.callbacks()
         for _ in range(2):  # warm up: trace both train functions, compute the masks
             timed(dense, [])
@@ -157,6 +239,11 @@ def main(argv=None) -> int:
             "jit_compile": False,
             "load_average": os.getloadavg()[0],
         }
+        if resnet:
+            row["model"] = "resnet50_96x96_batch8"
+            row["mean_step_ratio"] = float(np.mean(b_all) / np.mean(a_all))
+            if hasattr(pruner, "update_masks"):
+                row.update(update_cost(pruner, pruned, float(np.median(a_all))))
         print(json.dumps(row), flush=True)
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

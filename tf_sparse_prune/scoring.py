@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_prune.configurable import Configurable
 
@@ -23,7 +24,13 @@ __all__ = ["BPAR", "L1Norm", "L2Norm", "Scorer", "get_scorer"]
 
 
 class Scorer(Configurable):
-    """Base class of block scorers (strategy objects)."""
+    """Base class of block scorers (strategy objects).
+
+    A scorer with ``supports_tensors = True`` also takes and returns TensorFlow tensors
+    (float64), so mask updates that use it run compiled, in the graph.
+    """
+
+    supports_tensors = False
 
     def __call__(self, blocks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -37,11 +44,18 @@ class Scorer(Configurable):
 class L2Norm(Scorer):
     """The L2 norm of each block (GMP's criterion; ``sqrt(size)``-normalised across sizes)."""
 
+    supports_tensors = True
+
     def __call__(self, blocks):
+        if tf.is_tensor(blocks):
+            b = tf.cast(blocks, tf.float64)
+            return tf.sqrt(tf.reduce_sum(b * b, axis=-1))
         b = np.asarray(blocks, np.float64)
         return np.sqrt(np.sum(b * b, axis=-1))
 
     def comparable(self, scores, sizes):
+        if tf.is_tensor(scores):
+            return scores / tf.sqrt(tf.maximum(tf.constant(sizes, tf.float64), 1.0))
         return np.asarray(scores, np.float64) / np.sqrt(np.maximum(sizes, 1))
 
 
@@ -49,10 +63,16 @@ class L2Norm(Scorer):
 class L1Norm(Scorer):
     """The L1 norm of each block (mean absolute weight across sizes)."""
 
+    supports_tensors = True
+
     def __call__(self, blocks):
+        if tf.is_tensor(blocks):
+            return tf.reduce_sum(tf.abs(tf.cast(blocks, tf.float64)), axis=-1)
         return np.sum(np.abs(np.asarray(blocks, np.float64)), axis=-1)
 
     def comparable(self, scores, sizes):
+        if tf.is_tensor(scores):
+            return scores / tf.maximum(tf.constant(sizes, tf.float64), 1.0)
         return np.asarray(scores, np.float64) / np.maximum(sizes, 1)
 
 

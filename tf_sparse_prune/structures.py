@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_prune.configurable import Configurable
 
@@ -191,6 +192,9 @@ def select_by_weight_budget(scores, sparsity: float, sizes=None, protected=None)
     """Drops the lowest-scoring blocks (never a ``protected`` one) until the pruned
     weights are closest to ``round(sparsity * total)``; see :meth:`Structure.select`.
 
+    Tensor ``scores`` (``sparsity`` a number or tensor) give the same mask as a tensor,
+    computed with TensorFlow ops, so a compiled mask update can call it.
+
     Example:
         >>> import numpy as np
         >>> from tf_sparse_prune.structures import select_by_weight_budget
@@ -200,6 +204,8 @@ def select_by_weight_budget(scores, sparsity: float, sizes=None, protected=None)
         ...                         protected=np.array([False, True, False, False]))
         array([1., 1., 0., 0.], dtype=float32)
     """
+    if tf.is_tensor(scores):
+        return _select_by_weight_budget_tensor(scores, sparsity, sizes, protected)
     scores = np.asarray(scores, np.float64)
     flat = scores.reshape(-1)
     w = np.ones_like(flat) if sizes is None else np.asarray(sizes, np.float64).reshape(-1)
@@ -224,6 +230,30 @@ def select_by_weight_budget(scores, sparsity: float, sizes=None, protected=None)
         n_prune += 1
     mask[order[:n_prune]] = 0.0
     return mask.reshape(scores.shape)
+
+
+def _select_by_weight_budget_tensor(scores, sparsity, sizes=None, protected=None):
+    """:func:`select_by_weight_budget` in TensorFlow ops (same order, ties, budget)."""
+    flat = tf.reshape(tf.cast(scores, tf.float64), [-1])
+    n = tf.size(flat)
+    w = tf.ones_like(flat) if sizes is None else tf.reshape(tf.cast(sizes, tf.float64), [-1])
+    budget = tf.round(tf.cast(sparsity, tf.float64) * tf.reduce_sum(w))  # half to even
+    free = tf.ones_like(flat, tf.bool)
+    if protected is not None:
+        free = tf.logical_not(tf.reshape(tf.cast(protected, tf.bool), [-1]))
+    # free blocks lowest first, ties by position; protected ones last, never reached
+    order = tf.argsort(tf.where(free, flat, tf.constant(np.inf, tf.float64)), stable=True)
+    n_free = tf.reduce_sum(tf.cast(free, tf.int32))
+    cum = tf.cumsum(tf.gather(w, order))
+    first_free = tf.range(n) < n_free
+    k = tf.reduce_sum(tf.cast(tf.logical_and(cum < budget, first_free), tf.int32))
+    here = tf.gather(cum, tf.minimum(k, n - 1))
+    before = tf.gather(cum, tf.maximum(k - 1, 0))
+    closer = tf.abs(here - budget) < tf.abs(before - budget)
+    k += tf.cast(tf.logical_and(k < n_free, tf.logical_or(k == 0, closer)), tf.int32)
+    k = tf.where(budget <= 0, 0, k)
+    rank = tf.argsort(order, stable=True)
+    return tf.reshape(tf.cast(rank >= k, tf.float32), tf.shape(scores))
 
 
 def _xp(x):
@@ -481,6 +511,11 @@ class NM(Structure):
         return None  # every group keeps n >= 1 weights by construction
 
     def select(self, scores, sparsity, sizes=None, protected=None):
+        if tf.is_tensor(scores):
+            drop = tf.cast(tf.round(tf.cast(sparsity, tf.float64) * self.m), tf.int32)
+            drop = tf.minimum(self.m - self.n, drop)
+            rank = tf.argsort(tf.argsort(scores, axis=-1, stable=True), axis=-1, stable=True)
+            return tf.cast(rank >= drop, tf.float32)
         scores = np.asarray(scores, np.float64)
         drop = min(self.m - self.n, round(sparsity * self.m))
         mask = np.ones(scores.shape, np.float32)

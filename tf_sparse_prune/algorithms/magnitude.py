@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.floors import Floor
@@ -100,6 +101,7 @@ class Magnitude(PruningAlgorithm):
         self.scope = scope
         self.scorer = get_scorer(criterion, name)
         self._active_schedule: PruningSchedule | None = schedule
+        self._compiled: tuple | None = None
 
     @property
     def global_budget(self) -> bool:
@@ -146,10 +148,18 @@ class Magnitude(PruningAlgorithm):
     def update_masks(self, wrappers, sparsity: float) -> None:
         """Recomputes every wrapper's masks for ``sparsity`` and zeroes masked weights.
 
+        With a scorer that takes tensors (``"l1"``, ``"l2"``) the update is one compiled
+        function over all layers (traced once per model): no kernel leaves the device.
+        Other scorers (e.g. a numpy :class:`~tf_sparse_prune.scoring.Scorer` of your own)
+        run the same selection in numpy.
+
         Args:
             wrappers: The wrappers of the model (``tsp.wrappers.collect_wrappers``).
             sparsity: The fraction of weights to prune now.
         """
+        if self.scorer.supports_tensors:
+            self._compiled_update(wrappers)(tf.constant(sparsity, tf.float64))
+            return
         items = [(w, i) for w in wrappers for i in range(len(w.targets))]
         scored = [self._block_scores(w, i) for w, i in items]
         kept = [self.protected(w, i, s) for (w, i), (s, _) in zip(items, scored, strict=True)]
@@ -166,21 +176,68 @@ class Magnitude(PruningAlgorithm):
             kernel = var.numpy()
             var.assign(np.where(w.expanded_mask_numpy(i) != 0, kernel, np.zeros_like(kernel)))
 
+    def _compiled_update(self, wrappers):
+        """The tensor form of :meth:`update_masks` over ``wrappers``, compiled once."""
+        key = tuple(id(w) for w in wrappers)
+        if self._compiled is not None and self._compiled[0] == key:
+            return self._compiled[1]
+        items = [(w, i) for w in wrappers for i in range(len(w.targets))]
+
+        @tf.function
+        def update(sparsity):
+            kernels, scored = [], []
+            for w, i in items:
+                var, depthwise = w.targets[i]
+                shape = tuple(int(d) for d in var.shape)
+                kernel = tf.convert_to_tensor(var)
+                mask = w.structure.expand(tf.convert_to_tensor(w.masks[i]), shape, depthwise)
+                scores = self.scorer(w.structure.to_blocks(kernel * mask, depthwise))
+                sizes = w.structure.block_sizes(shape, depthwise)
+                kernels.append(kernel)
+                scored.append((scores, sizes, self.protected(w, i, scores)))
+            if self.scope == "layer":
+                masks = [
+                    w.structure.select(s, sparsity, z, p)
+                    for (w, _), (s, z, p) in zip(items, scored, strict=True)
+                ]
+            else:
+                masks = self._select_global(
+                    [(s, z) for s, z, _ in scored], sparsity, [p for _, _, p in scored]
+                )
+            for (w, i), kernel, mask in zip(items, kernels, masks, strict=True):
+                var, depthwise = w.targets[i]
+                w.masks[i].assign(mask)
+                keep = w.structure.expand(mask, tuple(int(d) for d in var.shape), depthwise)
+                var.assign(tf.where(keep != 0, kernel, tf.zeros_like(kernel)))
+
+        self._compiled = (key, update)
+        return update
+
     def _select_global(self, scored, sparsity, kept):
         from tf_sparse_prune.structures import select_by_weight_budget
 
-        flat = [self.scorer.comparable(s, z).reshape(-1) for s, z in scored]
-        sizes = [z.reshape(-1) for _, z in scored]
+        flat = [self.scorer.comparable(s, z) for s, z in scored]
+        sizes = np.concatenate([z.reshape(-1) for _, z in scored])
+        counts = [int(np.prod(z.shape)) for _, z in scored]
+        if tf.is_tensor(flat[0]):
+            mask = select_by_weight_budget(
+                tf.concat([tf.reshape(f, [-1]) for f in flat], 0),
+                sparsity,
+                sizes,
+                tf.concat([tf.reshape(k, [-1]) for k in kept], 0),
+            )
+            parts = tf.split(mask, counts)
+            return [tf.reshape(p, z.shape) for p, (_, z) in zip(parts, scored, strict=True)]
         mask = select_by_weight_budget(
-            np.concatenate(flat),
+            np.concatenate([f.reshape(-1) for f in flat]),
             sparsity,
-            np.concatenate(sizes),
-            None if kept[0] is None else np.concatenate([k.reshape(-1) for k in kept]),
+            sizes,
+            np.concatenate([k.reshape(-1) for k in kept]),
         )
         out, start = [], 0
-        for s, _ in scored:
-            out.append(mask[start : start + s.size].reshape(s.shape))
-            start += s.size
+        for count, (_, z) in zip(counts, scored, strict=True):
+            out.append(mask[start : start + count].reshape(z.shape))
+            start += count
         return out
 
     # ---- serialization ----------------------------------------------------------------
