@@ -191,6 +191,16 @@ class ChannelContext:
             raise ValueError(f"layer {self.path!r}: cannot unite {len(a)} with {len(b)} channels")
         self.unions.append((np.asarray(a), np.asarray(b)))
 
+    def united_inputs(self) -> np.ndarray:
+        """Couples all inputs channel by channel (an element-wise merge) and returns the
+        first; inputs of different widths (a broadcast) are unsupported."""
+        ins = self.inputs
+        if len({len(a) for a in ins}) != 1:
+            self.unsupported(f"broadcasts channels of {self.input_shapes}")
+        for other in ins[1:]:
+            self.unite(ins[0], other)
+        return ins[0]
+
 
 def known_dims(shape: Shape, layer: keras.layers.Layer) -> int:
     """Number of elements of a per-example shape, refusing unknown dimensions.

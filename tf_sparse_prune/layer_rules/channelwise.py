@@ -122,7 +122,17 @@ class PReLURule(LayerRule):
         return [x]
 
 
-class NormalizationRule(LayerRule):
+class _SlicedConfigRule(LayerRule):
+    """A rule whose per-channel config values (recorded with ``ctx.config_key``) are
+    sliced to the kept channels."""
+
+    def shrink_config(self, layer, config, kept):
+        for key, positions in kept.items():
+            config[key] = _slice_last(config[key], positions)
+        return config
+
+
+class NormalizationRule(_SlicedConfigRule):
     """``Normalization`` over the channel axis (or none): mean and variance are sliced.
 
     Adapted statistics are weights; statistics given as arguments live in the config.
@@ -145,13 +155,8 @@ class NormalizationRule(LayerRule):
                 ctx.config_key(key, x)
         return [x]
 
-    def shrink_config(self, layer, config, kept):
-        for key, positions in kept.items():
-            config[key] = _slice_last(config[key], positions)
-        return config
 
-
-class RescalingRule(LayerRule):
+class RescalingRule(_SlicedConfigRule):
     """``Rescaling``: a scalar scale/offset passes through, a per-channel one is sliced."""
 
     def channel_map(self, layer, ctx):
@@ -164,8 +169,3 @@ class RescalingRule(LayerRule):
                     ctx.unsupported(f"has a {key} of shape {shape}, not one value per channel")
                 ctx.config_key(key, x)
         return [x]
-
-    def shrink_config(self, layer, config, kept):
-        for key, positions in kept.items():
-            config[key] = _slice_last(config[key], positions)
-        return config

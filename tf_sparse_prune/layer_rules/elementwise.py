@@ -78,12 +78,7 @@ class ElementwiseOpRule(LayerRule):
                     f"combines channels with a constant of shape {np.shape(value)} (only "
                     "scalars pass through)"
                 )
-        ins = ctx.inputs
-        if len({len(a) for a in ins}) != 1:
-            ctx.unsupported(f"broadcasts channels of {ctx.input_shapes}")
-        for other in ins[1:]:
-            ctx.unite(ins[0], other)
-        return [ins[0]]
+        return [ctx.united_inputs()]
 
 
 class PerChannelWeightsRule(LayerRule):

@@ -46,12 +46,7 @@ class MergeRule(LayerRule):
         self.extra_per_element = extra_per_element
 
     def channel_map(self, layer, ctx):
-        ins = ctx.inputs
-        if len({len(a) for a in ins}) != 1:
-            ctx.unsupported(f"broadcasts channels of {ctx.input_shapes}")
-        for other in ins[1:]:
-            ctx.unite(ins[0], other)
-        return [ins[0]]
+        return [ctx.united_inputs()]
 
     def flops(self, layer, inputs, outputs):
         out = known_dims(outputs[0], layer)
