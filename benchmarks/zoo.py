@@ -641,6 +641,8 @@ def rebuild_summary(machine: dict[str, Any] | None = None) -> dict[str, Any]:
         record = json.loads(path.read_text())
         record.pop("traceback", None)
         runs.append(record)
+    order = {name: i for i, name in enumerate(ARCHS + METHODS)}
+    runs.sort(key=lambda r: (order.get(r.get("arch"), 99), order.get(r.get("method"), 99)))
     if machine is None and SUMMARY.exists():
         machine = json.loads(SUMMARY.read_text()).get("machine")
     summary = {"machine": machine or {}, "runs": runs}

@@ -141,3 +141,35 @@ def test_subp_table_sums_the_layers_of_each_pattern(results):
     text = make_table.subp_table()
     assert "| dense | 0 | 1.00x | 1.00x | - |" in text
     assert "| 16 | 0.8 | 5.00x | 2.00x | 2.00x |" in text
+
+
+def test_zoo_table_shows_the_matrix_and_one_row_per_run(results):
+    ok = {
+        "arch": "ResNet50",
+        "method": "magnitude_1x16",
+        "size": 64,
+        "status": "ok",
+        "layers_pruned": 52,
+        "layers_left": 2,
+        "left_reasons": {"stem": 1, "structure does not fit": 1},
+        "claimed": {"CONV_2D": 52, "ADD": 16},
+        "claimed_nodes": 68,
+        "max_abs_delegate_vs_stock": 1.2e-5,
+        "wall_s": 235.4,
+    }
+    crashed = {
+        "arch": "NASNetMobile",
+        "method": "ocs_0.5",
+        "status": "ocspruner_fit: ValueError: group | 3 cannot be reached",
+    }
+    payload = {"machine": _machine(["avx2"]), "runs": [ok, crashed]}
+    (results / "zoo.json").write_text(json.dumps(payload))
+    text = make_table.zoo_table()
+    assert "on **AMD EPYC, AVX2**" in text
+    assert "| architecture | magnitude_1x16 | ocs_0.5 |" in text
+    assert "| ResNet50 | ok | - |" in text and "| NASNetMobile | - | ocspruner_fit |" in text
+    assert (
+        "| ResNet50 | magnitude_1x16 | 64 | ok | 52 / 2 | stem 1, structure does not fit 1 | "
+        "68 (ADD 16, CONV_2D 52) | 1.2e-05 | 235 |"
+    ) in text
+    assert "| ocspruner_fit: ValueError: group / 3 cannot be reached | - | - | - | - | - |" in text
