@@ -528,13 +528,12 @@ def zoo_table() -> str:
         "OCSPruner at 0.5 of the FLOPs) through the README chain on random data, 3 epochs of "
         "2 steps of batch 4: `prune_model` -> `fit` -> `sparsity_report` -> `strip_pruning` -> "
         "`.keras` round trip -> `export_tflite` -> `check_tflite_sparsity` -> "
-        "`SparseInterpreter` vs the stock interpreter. `ok` means every step ran, no layer was "
-        "emptied, the output depends on the input, the zeros reached the flatbuffer and the "
-        "delegate agrees with the stock interpreter; otherwise the cell names the first "
-        "failing step or check (the table below has the message).\n\n"
-        + "\n".join(matrix)
-        + "\n\n"
-        + "\n".join(lines)
+        "`SparseInterpreter` vs the stock interpreter (the stripped model's BatchNormalization "
+        "layers first take the statistics of 16 random inputs, see its module doc). `ok` "
+        "means every step ran, no layer was emptied, the output depends on the input, the "
+        "zeros reached the flatbuffer and the delegate agrees with the stock interpreter; "
+        "otherwise the cell names the first failing step or check (the table below has the "
+        "message).\n\n" + "\n".join(matrix) + "\n\n" + "\n".join(lines)
     )
 
 
