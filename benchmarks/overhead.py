@@ -201,10 +201,20 @@ def main(argv=None) -> int:
         model.fit(ds, epochs=1, verbose=0, callbacks=[*callbacks, clock])
         return clock.steps  # the first step of a round (iterator start) is not counted
 
+    from latency import machine_info
+
+    machine = machine_info()
     rows = []
+
+    def save(row):  # every finished row is on disk at once: a long run fills across sessions
+        row.update(machine)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+
     if resnet:
-        rows.append(clone_row(build(), prune, pruners()))
-        print(json.dumps(rows[-1]), flush=True)
+        save(clone_row(build(), prune, pruners()))
     for name in args.variants:
         keras.utils.set_random_seed(recipe.SEED)
         dense = compiled(build())
@@ -244,10 +254,7 @@ def main(argv=None) -> int:
             row["mean_step_ratio"] = float(np.mean(b_all) / np.mean(a_all))
             if hasattr(pruner, "update_masks"):
                 row.update(update_cost(pruner, pruned, float(np.median(a_all))))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n")
+        save(row)
     return 0
 
 
