@@ -19,7 +19,7 @@ from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
 L = keras.layers
 
 
-@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+@keras.saving.register_keras_serializable(package="tsp_tests")  # not the library's package
 class ChannelScale(L.Layer):
     """A learned per-channel scale, initialised away from 1 so a lost copy shows."""
 
@@ -39,7 +39,7 @@ class ChannelScale(L.Layer):
         return {**super().get_config(), "init": self.init}
 
 
-@keras.saving.register_keras_serializable(package="tf_sparse_prune")
+@keras.saving.register_keras_serializable(package="tsp_tests")  # not the library's package
 class BiasFreeDense(L.Layer):
     """A custom prunable layer (through get_prunable_weights) with a get_config."""
 
