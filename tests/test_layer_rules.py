@@ -165,7 +165,7 @@ def test_a_layer_type_without_a_rule_is_left_dense_and_reported_with_the_reason(
     assert "plain" not in count_flops(model, by_layer=True)
 
 
-def test_separable_convolutions_are_grouped_and_shrunk_but_left_dense_for_masking():
+def test_separable_convolutions_are_grouped_shrunk_and_masked_on_their_pointwise_kernel():
     inp = keras.Input((8, 8, 3))
     x = L.Conv2D(6, 1, name="c0")(inp)
     x = L.SeparableConv2D(8, 3, depth_multiplier=2, name="sep")(x)
@@ -175,7 +175,41 @@ def test_separable_convolutions_are_grouped_and_shrunk_but_left_dense_for_maskin
     small = _check_surgery(model, {c0.id: [2], sep.id: [0, 7]}, graph)
     assert small.get_layer("sep").depthwise_kernel.shape == (3, 3, 5, 2)
     assert small.get_layer("sep").pointwise_kernel.shape == (1, 1, 10, 6)
-    assert "SeparableConv2D is not supported" in why_not_prunable(model.get_layer("sep"))
+    layer = model.get_layer("sep")
+    assert why_not_prunable(layer) is None
+    assert prunable_weights(layer) == [(layer.pointwise_kernel, False)]
+    assert "SeparableConv1D" in why_not_prunable(L.SeparableConv1D(4, 3))
+
+
+def test_a_pruned_separable_conv_exports_its_pointwise_kernel_to_the_delegate():
+    """The pointwise kernel is a 1x1 CONV_2D in TFLite: masked 1x16, claimed, exact."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    inp = keras.Input((8, 8, 64))  # rows long enough for the delegate's cost model
+    x = L.SeparableConv2D(64, 3, padding="same", name="sep")(inp)
+    x = L.SeparableConv2D(64, 3, padding="same", name="sep2")(x)
+    model = keras.Model(inp, L.Dense(10, name="fc")(L.GlobalAveragePooling2D()(x)))
+    pruner = tsp.Magnitude(0.75, tsp.OneByN(16))
+    pruned = tsp.prune_model(model, pruner)
+    assert sorted(w.layer.name for w in collect_wrappers(pruned)) == ["sep", "sep2"]
+    pruner.update_masks(collect_wrappers(pruned), 0.75)
+    final = tsp.strip_pruning(pruned)
+    assert np.mean(final.get_layer("sep2").pointwise_kernel.numpy() == 0) == 0.75
+    assert np.all(final.get_layer("sep2").depthwise_kernel.numpy() != 0)  # stays dense
+    flat = tsp.export_tflite(final)
+    assert all(c.preserved for c in tsp.check_tflite_sparsity(final, flat))
+    sparse = tsp.SparseInterpreter(model_content=flat, num_threads=1)
+    claimed = [n.filter for n in tsp.delegated_nodes(sparse).claimed if n.op == "CONV_2D"]
+    assert len(claimed) == 2 and all("sep" in name for name in claimed)
+    stock = Interpreter(model_content=flat)
+    x = np.random.default_rng(0).standard_normal((1, 8, 8, 64)).astype("float32")
+    outs = []
+    for interp in (sparse, stock):
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        interp.invoke()
+        outs.append(interp.get_tensor(interp.get_output_details()[0]["index"]))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_a_grouped_convolution_with_one_channel_per_group_passes_channels_through():

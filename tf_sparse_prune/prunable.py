@@ -1,7 +1,8 @@
 """Which layers and which of their weights can be pruned.
 
 Built in: ``keras.layers.Conv2D``, ``keras.layers.Dense`` and
-``keras.layers.DepthwiseConv2D``, and their subclasses: their rules in
+``keras.layers.DepthwiseConv2D``, and their subclasses, and the pointwise kernel of
+``keras.layers.SeparableConv2D``: their rules in
 :mod:`tf_sparse_prune.layer_rules` (found with ``isinstance``) are ``prunable``. A layer
 type of your own becomes prunable by registering a rule for it
 (``tf_sparse_prune.layer_rules.register_rule``, which also teaches the dependency graph,
@@ -54,8 +55,8 @@ def why_not_prunable(layer: keras.layers.Layer) -> str | None:
     if _rule_prunes(layer) is not None or callable(getattr(layer, "get_prunable_weights", None)):
         return None
     return (
-        f"{type(layer).__name__} is not supported (supported: Conv2D, Dense, DepthwiseConv2D "
-        f"and subclasses, a layer whose rule is registered with "
+        f"{type(layer).__name__} is not supported (supported: Conv2D, Dense, DepthwiseConv2D, "
+        f"SeparableConv2D and subclasses, a layer whose rule is registered with "
         f"tf_sparse_prune.layer_rules.register_rule, or a layer defining get_prunable_weights())"
     )
 

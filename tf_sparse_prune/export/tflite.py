@@ -140,7 +140,7 @@ def check_tflite_sparsity(model: keras.Model, flatbuffer: bytes) -> list[TFLiteS
         raise ValueError(
             f"check_tflite_sparsity: no prunable kernel of model {model.name!r} holds a zero "
             f"weight, so nothing was pruned and there is nothing to check (checked the "
-            f"kernels of Conv2D, Dense, DepthwiseConv2D and get_prunable_weights() layers: "
+            f"prunable kernels: "
             f"{checked or 'none found'}). Train the pruned model with "
             "callbacks=pruner.callbacks() so its masks update, then strip and export it"
         )

@@ -222,8 +222,8 @@ def _register_builtin_rules() -> None:
     register_rule(L.DepthwiseConv2D, DepthwiseConvRule(prunable=True))
     register_rule(L.DepthwiseConv1D, DepthwiseConvRule())
     register_rule(L.Dense, DenseRule())
-    for cls in (L.SeparableConv1D, L.SeparableConv2D):
-        register_rule(cls, SeparableConvRule())
+    register_rule(L.SeparableConv1D, SeparableConvRule())
+    register_rule(L.SeparableConv2D, SeparableConvRule(prunable=True))
     register_rule(L.BatchNormalization, BatchNormRule())
     register_rule(L.LayerNormalization, LayerNormRule())
     register_rule(L.PReLU, PReLURule())

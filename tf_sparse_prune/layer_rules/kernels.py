@@ -157,9 +157,20 @@ class DepthwiseConvRule(LayerRule):
 class SeparableConvRule(LayerRule):
     """``SeparableConv1D/2D``: a depthwise kernel, then a pointwise ``(1, 1, C_in * m, filters)``.
 
-    Left dense by ``prune_model`` (two kernels in one layer); channel pruning removes its
-    depthwise and pointwise slices.
+    With ``prunable=True`` (``SeparableConv2D``) the pointwise kernel is masked: it is a 1x1
+    convolution (TFLite runs it as its own CONV_2D, which the sparse delegate can claim),
+    while the depthwise kernel stays dense. Channel pruning removes the depthwise and
+    pointwise slices of a channel together.
+
+    Args:
+        prunable: Offer the pointwise kernel for masking.
     """
+
+    def __init__(self, prunable: bool = False):
+        self.prunable = prunable
+
+    def prunable_weights(self, layer):
+        return [(layer.pointwise_kernel, False)] if self.prunable else []
 
     def channel_map(self, layer, ctx):
         x = ctx.single_input()
