@@ -21,14 +21,13 @@ _spec.loader.exec_module(zoo)
 # (architecture, method): every family of zoo.FAMILIES once or more, every method once or more
 CASES = [
     ("ResNet50V2", "subp_1x16"),
-    ("ResNet50", "ocs_0.5"),
-    ("MobileNetV2", "magnitude_unstructured"),
+    ("MobileNet", "magnitude_unstructured"),
     ("EfficientNetB0", "pdp_2:4"),
     ("DenseNet121", "smart_1x16"),
-    ("ConvNeXtTiny", "magnitude_1x16"),
+    ("ConvNeXtTiny", "pdp_1x16"),
     ("Xception", "subp_1x32"),
     ("InceptionV3", "magnitude_1x16"),
-    ("NASNetMobile", "pdp_1x16"),
+    ("NASNetMobile", "magnitude_1x16"),
     ("subclassed", "smart_block16x8"),
     ("operators", "ocs_0.5"),
 ]
