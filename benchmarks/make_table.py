@@ -482,7 +482,8 @@ def zoo_table() -> str:
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
-    runs = data.get("runs", [])
+    # a run still in progress has no result yet
+    runs = [r for r in data.get("runs", []) if r.get("status") != "running"]
     if not runs:
         return ""
     archs = list(dict.fromkeys(r["arch"] for r in runs))
