@@ -158,6 +158,21 @@ def test_default_selection_leaves_stem_classifier_and_1xn_depthwise_dense_with_r
     rows = {r.layer: r.reason for r in tsp.sparsity_report(pruned)}
     assert rows["a"] == ""  # rows of four blocks: 0.75 is reachable
     assert "allows at most sparsity 0.5 < 0.7" in rows["b"]
+    # a grouped conv with one input channel per group (ConvNeXt) is a depthwise conv
+    grouped = keras.Sequential(
+        [
+            keras.Input((4, 4, 32)),
+            keras.layers.Conv2D(32, 3, groups=32, name="g"),
+            keras.layers.Conv2D(32, 1, name="after"),
+            keras.layers.Dense(16, name="head"),
+        ]
+    )
+    rows = {
+        r.layer: r.reason
+        for r in tsp.sparsity_report(tsp.prune_model(grouped, tsp.Magnitude(0.5, tsp.OneByN(16))))
+    }
+    assert rows["g"].startswith("a depthwise conv (groups=32) under 1x16")
+    assert rows["after"] == ""
     # element-wise structures still prune depthwise layers by default
     assert reasons(tsp.Magnitude(0.8, tsp.Unstructured()))["dw"] == ""
     # naming a layer, or layers="all", prunes it anyway

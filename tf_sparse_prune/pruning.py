@@ -83,14 +83,19 @@ def default_exclusion(
         return f"the classifier (its output is the model's output){hint}"
     structure = algorithm.structure_for(layer)
     target = getattr(algorithm, "sparsity", None)
+    groups = int(getattr(layer, "groups", 1) or 1)
     for var, depthwise in prunable_weights(layer):
         shape = tuple(int(d) for d in var.shape)
         _taps, c_in, _c_out = canonical_shape(shape, depthwise)
-        if depthwise and not structure.prunes_depthwise_by_default:
+        # a grouped conv with one input channel per group is a depthwise conv (ConvNeXt's)
+        per_channel = depthwise or (groups > 1 and c_in == 1)
+        if per_channel and not structure.prunes_depthwise_by_default:
+            kind = "DepthwiseConv2D" if depthwise else f"a depthwise conv (groups={groups})"
             return (
-                f"DepthwiseConv2D under {structure.name()}: each unit holds one input "
+                f"{kind} under {structure.name()}: each unit holds one input "
                 f"channel, so no sparse kernel skips it{hint}"
             )
+        c_in *= groups  # the layer's input channels, for the stem test
         if not depthwise and len(shape) > 2 and c_in <= STEM_CHANNELS:
             plural = "s" if c_in > 1 else ""
             return f"stem: {c_in} input channel{plural} (<= {STEM_CHANNELS}){hint}"
