@@ -154,6 +154,22 @@ def test_floor_protects_each_rows_best_block_and_the_layers_best_fraction():
     )
 
 
+@pytest.mark.parametrize("min_fraction", [0.01, 0.2, 0.9])
+def test_the_floors_top_k_of_known_sizes_equals_the_full_sort(min_fraction):
+    # numpy sizes take a top_k of the few blocks that can be needed, tensor sizes sort
+    # the layer: the same set, ties included (many equal scores, padded block sizes)
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, (12, 40)).astype(np.float32)
+    sizes = np.full((12, 40), 16.0)
+    sizes[-1] = 5.0  # a padded last row
+    rows = np.repeat(np.arange(12, dtype=np.int32)[:, None], 40, 1)
+    floor = tsp.Floor(min_fraction=min_fraction)
+    fast = floor.protected(scores, sizes, rows)
+    full = np.asarray(floor.protected(scores, keras.ops.convert_to_tensor(sizes), rows))
+    np.testing.assert_array_equal(fast, full)
+    assert sizes[fast].sum() >= min_fraction * sizes.sum()
+
+
 @pytest.mark.parametrize(
     ("structure", "shape", "depthwise", "rows"),
     [

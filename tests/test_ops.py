@@ -321,6 +321,15 @@ def test_the_threshold_is_the_brute_force_root_within_the_threshold_tolerance(ca
     assert abs(got - want) <= T_TOLERANCE * tau + 1e-15 * abs(want), (got, want)
 
 
+@pytest.mark.parametrize("case", sorted(THRESHOLD_CASES))
+@pytest.mark.parametrize("offset", [0.0, 3.0, -50.0, 1e6])
+def test_a_warm_start_reaches_the_same_root_from_near_or_far(case, offset):
+    x, k, tau, sizes = THRESHOLD_CASES[case]
+    want = _brute_force_threshold(x, k, tau, sizes)
+    got = float(soft_topk_threshold(x, k, tau, sizes, start=want + offset * tau))
+    assert abs(got - want) <= T_TOLERANCE * tau + 1e-15 * abs(want), (got, want)
+
+
 def test_rows_of_a_batch_each_meet_their_brute_force_root():
     x = np.stack([_gapped_scores(gap, gap) for gap in (5, 25, 50, 80)])
     got = soft_topk_threshold(x, 4, 0.1).numpy()

@@ -59,6 +59,35 @@ def test_wrapper_state_is_a_block_grid_mask_and_a_step():
     assert wrapper.trainable_weights == wrapper.layer.trainable_weights
 
 
+def test_state_slots_pack_into_one_vector_and_read_and_write_like_variables():
+    wrapper = tsp.PruneWrapper(keras.layers.Dense(32), tsp.SMART(0.5, tsp.OneByN(16)))
+    wrapper.build((None, 8))
+    names = [v.name for v in wrapper.non_trainable_weights]
+    assert names == ["mask_0", "pruning_state"]  # one vector for every scalar
+    assert wrapper.pruning_state.dtype == "float64"
+    slots = wrapper._slots
+    assert [s.name for s in slots][:2] == ["pruning_step", "smart_phase"]
+    assert tuple(wrapper.pruning_state.shape) == (len(slots),)
+    # each slot holds its own dtype: a float32 slot rounds, an int64 slot is exact
+    wrapper.smart_phase.assign(0.1)
+    assert wrapper.smart_phase.numpy() == np.float32(0.1)
+    wrapper.smart_temperature.assign(0.1)
+    assert wrapper.smart_temperature.numpy() == 0.1
+    wrapper.pruning_step.assign(2**40 + 1)
+    assert int(wrapper.pruning_step.numpy()) == 2**40 + 1
+
+    @tf.function
+    def bump():  # inside a compiled step: read, write, convert
+        wrapper.pruning_step.assign(wrapper.pruning_step.value + 1)
+        return tf.convert_to_tensor(wrapper.smart_temperature) * 2.0
+
+    assert float(bump()) == 0.2
+    assert int(wrapper.pruning_step.numpy()) == 2**40 + 2
+    assert float(wrapper.smart_phase.numpy()) == np.float32(0.1)  # the others untouched
+    with pytest.raises(RuntimeError, match="add_state.*PruningAlgorithm.build"):
+        wrapper.add_state("late", 0.0)
+
+
 def test_prune_model_wraps_layers_in_sequential_functional_and_nested_models():
     inner = keras.Sequential(
         [

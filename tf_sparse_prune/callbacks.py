@@ -9,8 +9,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
@@ -80,6 +83,7 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.wrappers = attach(self.algorithm, self.model)
         self.step = int(self.wrappers[0].pruning_step.numpy())
+        self._set_step = _step_setter([w.pruning_step for w in self.wrappers])
         self.algorithm.on_train_begin(self.wrappers, dict(self.params or {}))
 
     def on_train_end(self, logs=None):
@@ -88,8 +92,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.step += 1
-        for w in self.wrappers:
-            w.pruning_step.assign(self.step)
+        self._set_step(self.step)
         self.algorithm.on_train_batch_begin(self.wrappers, self.step)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -103,3 +106,18 @@ class PruningCallback(keras.callbacks.Callback):
             logs = {}
         self.algorithm.on_epoch_end(self.wrappers, epoch, logs)
         logs["pruning_sparsity"] = model_sparsity(self.wrappers)
+
+
+def _step_setter(variables: list) -> Callable[[int], None]:
+    """``step -> None`` assigning ``step`` to every variable (or state slot) in one
+    compiled call.
+
+    One call per batch instead of one eager assignment per wrapper (53 on ResNet50).
+    """
+
+    @tf.function(autograph=False)
+    def assign(step):
+        for var in variables:
+            var.assign(step)
+
+    return lambda step: assign(tf.constant(step, tf.int64))

@@ -127,11 +127,30 @@ class Floor(Configurable):
         if self.min_fraction > 0:
             w = tf.cast(tf.reshape(tf.convert_to_tensor(sizes), [-1]), tf.float32)
             need = self.min_fraction * tf.reduce_sum(w)
-            order = tf.argsort(-flat, stable=True)  # best first, ties by position
+            # Only the best `bound` blocks can be needed (each holds at least the smallest
+            # size): a top_k of them, not a sort of the layer (SMART computes this in
+            # every step). top_k breaks ties by position, as a stable sort would.
+            bound = _top_bound(sizes, self.min_fraction)
+            if bound is None:
+                order = tf.argsort(-flat, stable=True)  # best first, ties by position
+            else:
+                order = tf.math.top_k(flat, k=tf.minimum(bound, n), sorted=True).indices
             cum = tf.cumsum(tf.gather(w, order))
             # the blocks up to the one at which the kept weights first reach `need`
-            last = tf.minimum(tf.reduce_sum(tf.cast(cum < need, tf.int32)), n - 1)
-            rank = tf.argsort(order, stable=True)
-            keep = tf.logical_or(keep, rank <= last)
+            last = tf.minimum(tf.reduce_sum(tf.cast(cum < need, tf.int32)), tf.size(order) - 1)
+            chosen = order[: last + 1]
+            hits = tf.scatter_nd(chosen[:, None], tf.ones_like(chosen), tf.reshape(n, [1]))
+            keep = tf.logical_or(keep, hits > 0)
         keep = tf.reshape(keep, tf.shape(s))
         return np.asarray(keep) if as_numpy else keep
+
+
+def _top_bound(sizes, min_fraction: float) -> int | None:
+    """How many of the best blocks can reach ``min_fraction`` of the weights at most (one
+    spare for rounding), from static ``sizes``; ``None`` when unknown (a tensor)."""
+    if tf.is_tensor(sizes):
+        return None
+    w = np.asarray(sizes, np.float64).reshape(-1)
+    if not w.size or w.min() <= 0:
+        return None
+    return int(np.ceil(min_fraction * w.sum() / w.min())) + 1

@@ -187,7 +187,7 @@ def _residual_and_slope(xs, t, k64, tau, s64, total):
 
 
 def _solve_threshold(
-    x64, k64, tau, s64, tolerance: float, max_steps: int, unit_sizes: bool = False
+    x64, k64, tau, s64, tolerance: float, max_steps: int, unit_sizes: bool = False, start=None
 ):
     """Per-row threshold ``t`` (float64, shape ``x.shape[:-1]``): safeguarded Newton.
 
@@ -199,8 +199,10 @@ def _solve_threshold(
 
     Short rows of unit-size entries (N:M groups) start halfway between the k-th and the
     (k+1)-th largest score, where the hard top-k threshold lies; other rows start at the
-    bracket's middle. Rows with ``k <= 0`` (``k >= sum s``) have no finite root: they
-    return the bracket's lower (upper) end without iterating.
+    bracket's middle, or at ``start`` (clipped to the bracket) when given: a warm start
+    from the previous solve, which a slowly changing problem (SMART's per-batch solve)
+    leaves a few Newton steps from the root. Rows with ``k <= 0`` (``k >= sum s``) have
+    no finite root: they return the bracket's lower (upper) end without iterating.
     """
     lo = -tf.reduce_max(x64, axis=-1) - _MARGIN * tau
     hi = -tf.reduce_min(x64, axis=-1) + _MARGIN * tau
@@ -215,6 +217,8 @@ def _solve_threshold(
             ordered, tf.minimum(i + 1, n - 1)[..., None], axis=-1
         )[..., 0]
         t0 = tf.clip_by_value(-(0.5 * a + 0.5 * b), lo, hi)
+    if start is not None:
+        t0 = tf.clip_by_value(tf.broadcast_to(tf.cast(start, tf.float64), tf.shape(lo)), lo, hi)
     total = tf.reduce_sum(s64, axis=-1)
     empty = k64 <= 0.0
     full = k64 >= total
@@ -276,12 +280,15 @@ def soft_topk_threshold(
     sizes: Any | None = None,
     tolerance: float = TOLERANCE,
     max_steps: int = MAX_STEPS,
+    start: Any | None = None,
 ) -> tf.Tensor:
     """The float64 threshold ``t`` of :func:`soft_topk` (one per row).
 
     ``t`` lies within ``T_TOLERANCE * temperature`` of the root (arguments and checks as
     :func:`soft_topk`). ``k = 0`` and ``k = n`` have no finite root: ``t`` is then the
-    bracket's end, ``-max(x) - 20 tau`` or ``-min(x) + 20 tau``.
+    bracket's end, ``-max(x) - 20 tau`` or ``-min(x) + 20 tau``. ``start`` is an optional
+    first guess of ``t`` (e.g. the previous solve's): the same root, in fewer steps when
+    the guess is close.
 
     Example:
         >>> from tf_sparse_prune.ops import soft_topk_threshold
@@ -289,7 +296,9 @@ def soft_topk_threshold(
         -1.0
     """
     _, x64, k64, tau, s64 = _prepare(x, k, temperature, sizes)
-    return _solve_threshold(x64, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None)
+    return _solve_threshold(
+        x64, k64, tau, s64, tolerance, max_steps, unit_sizes=sizes is None, start=start
+    )
 
 
 def soft_topk(

@@ -39,7 +39,12 @@ import keras
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.callbacks import attach
-from tf_sparse_prune.modeltools import check_keras3_model, clone_layers, iter_layers
+from tf_sparse_prune.modeltools import (
+    check_keras3_model,
+    clone_layers,
+    copy_variables,
+    iter_layers,
+)
 from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
 from tf_sparse_prune.structures import StructureError, canonical_shape
 from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
@@ -248,7 +253,7 @@ def prune_model(
         return PruneWrapper(layer.__class__.from_config(layer.get_config()), pruner)
 
     def copy_weights(original, wrapper):
-        wrapper.layer.set_weights(original.get_weights())
+        copy_variables(original.weights, wrapper.layer.weights)
 
     pruned = clone_layers(model, replace, copy_weights)
     # the report's reasons for this selection (a loaded model recomputes the default ones)

@@ -1,8 +1,12 @@
 """State: the Keras ``Wrapper`` that holds a layer's pruning masks.
 
 :class:`PruneWrapper` wraps one prunable layer. It owns, as non-trainable
-weights saved with the model, one block-grid mask per pruned kernel and the
-pruning step; the algorithm may add more state (scores, temperature). Its
+weights saved with the model, one block-grid mask per pruned kernel and one
+float64 vector, ``pruning_state``, that packs the pruning step and every scalar the
+algorithm declares (:meth:`PruneWrapper.add_state`: SMART's temperature, SUBP's epoch);
+the algorithm may add more weights (SMART's scores). One vector instead of a
+variable per scalar: a Keras variable costs about a millisecond to create, and a
+ResNet50's 52 SMART wrappers would otherwise create 364 of them. Its
 forward pass runs the wrapped layer unchanged except that the kernel is replaced
 by the algorithm's ``effective_kernel`` (by default ``kernel * expand(mask)``)
 through a ``keras.StatelessScope`` state mapping, so any layer works without
@@ -20,7 +24,9 @@ Example:
     >>> w = tsp.PruneWrapper(keras.layers.Dense(32), tsp.Magnitude(0.5, tsp.OneByN(16)))
     >>> y = w(keras.ops.ones((2, 64)))
     >>> [v.name for v in w.non_trainable_weights]
-    ['mask_0', 'pruning_step']
+    ['mask_0', 'pruning_state']
+    >>> int(w.pruning_step.numpy())
+    -1
     >>> tuple(w.masks[0].shape)
     (2, 64)
 """
@@ -33,6 +39,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 # Keras has no public way to read a variable in its stored dtype inside a mixed-precision
 # layer call; the autocast scope is pinned with the Keras version (pyproject: keras<3.16).
@@ -42,7 +49,7 @@ from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.prunable import UnsupportedLayerError, prunable_weights, why_not_prunable
 from tf_sparse_prune.structures import StructureError
 
-__all__ = ["UNDRIVEN", "PruneWrapper", "collect_wrappers"]
+__all__ = ["UNDRIVEN", "PruneWrapper", "StateSlot", "collect_wrappers"]
 
 #: the warning of a pruned model trained without its pruner's callbacks. A warning, not an
 #: error: a custom training loop may drive the hooks itself (after ``attach``).
@@ -66,7 +73,9 @@ class PruneWrapper(keras.layers.Wrapper):
 
     Attributes:
         masks: One block-grid mask variable per pruned kernel (1 keeps a block).
-        pruning_step: The global pruning step (-1 before the first batch).
+        pruning_step: The global pruning step (-1 before the first batch), a
+            :class:`StateSlot`.
+        pruning_state: The float64 vector holding every :class:`StateSlot`.
     """
 
     def __init__(self, layer: keras.layers.Layer, algorithm: PruningAlgorithm, **kwargs):
@@ -112,20 +121,25 @@ class PruneWrapper(keras.layers.Wrapper):
                 self.add_weight(
                     name=f"mask_{i}",
                     shape=self.structure.grid_shape(shape, depthwise),
-                    initializer="ones",
+                    initializer=_filled(1.0),
                     trainable=False,
                     dtype="float32",
                 )
             )
         self.masks = masks
-        self.pruning_step = self.add_weight(
-            name="pruning_step",
-            shape=(),
-            dtype="int64",
-            initializer=keras.initializers.Constant(-1),
-            trainable=False,
-        )
+        self._slots: list[StateSlot] = []
+        self.pruning_state = None
+        self.add_state("pruning_step", -1, "int64")
         self.algorithm.build(self)
+        initial = [slot.initial for slot in self._slots]
+        self.pruning_state = self.add_weight(
+            name="pruning_state",
+            shape=(len(initial),),
+            dtype="float64",
+            initializer=lambda shape, dtype=None: np.asarray(initial, np.float64),
+            trainable=False,
+            autocast=False,
+        )
         self.built = True
 
     # ---- accessors ----------------------------------------------------------------------
@@ -147,21 +161,26 @@ class PruneWrapper(keras.layers.Wrapper):
         grid = self.masks[index].numpy()
         return np.asarray(self.structure.expand(grid, tuple(var.shape), depthwise))
 
-    def add_state(self, name: str, value: float, dtype: str = "float32") -> keras.Variable:
-        """A non-trainable scalar for an algorithm's per-layer state, saved with the model.
+    def add_state(self, name: str, value: float, dtype: str = "float32") -> StateSlot:
+        """Declares a named scalar of per-layer state, saved with the model.
 
-        It is also set as the attribute ``name`` (e.g. ``wrapper.subp_epoch``). Call it
-        from :meth:`PruningAlgorithm.build`; prefix ``name`` with the method's name.
+        Call it from :meth:`PruningAlgorithm.build`; prefix ``name`` with the method's
+        name. The scalar is a slot of the wrapper's packed ``pruning_state`` vector,
+        reached as the attribute ``name`` (e.g. ``wrapper.subp_epoch``) with a
+        variable's interface: ``value``, ``numpy()``, ``assign()``, and conversion to a
+        tensor. Values are held in ``dtype`` (every int64 below 2**53 is exact).
         """
-        var = self.add_weight(
-            name=name,
-            shape=(),
-            dtype=dtype,
-            initializer=keras.initializers.Constant(value),
-            trainable=False,
-        )
-        setattr(self, name, var)
-        return var
+        if getattr(self, "pruning_state", None) is not None:
+            raise RuntimeError(
+                f"PruneWrapper({self.layer.name!r}).add_state({name!r}): state is declared "
+                "in PruningAlgorithm.build, before the wrapper packs it"
+            )
+        if hasattr(self, name):
+            raise ValueError(f"PruneWrapper({self.layer.name!r}): state {name!r} exists already")
+        slot = StateSlot(self, len(self._slots), name, dtype, value)
+        self._slots.append(slot)
+        setattr(self, name, slot)
+        return slot
 
     def set_mask(self, index: int, grid_mask: np.ndarray) -> None:
         """Assigns the block-grid mask of kernel ``index``."""
@@ -215,6 +234,73 @@ class PruneWrapper(keras.layers.Wrapper):
             config.pop("algorithm"), custom_objects=custom_objects
         )
         return cls(layer, algorithm, **config)
+
+
+class StateSlot:
+    """One named scalar of a :class:`PruneWrapper`'s packed ``pruning_state`` vector.
+
+    It reads and writes like a scalar Keras variable of ``dtype``, eagerly and inside a
+    compiled step: ``value`` (a tensor), ``numpy()``, ``assign(v)``, and
+    ``tf.convert_to_tensor(slot)``.
+
+    Example:
+        >>> import keras, tf_sparse_prune as tsp
+        >>> w = tsp.PruneWrapper(keras.layers.Dense(32), tsp.Magnitude(0.5, tsp.OneByN(16)))
+        >>> w.build((None, 64))
+        >>> _ = w.pruning_step.assign(41)
+        >>> int(w.pruning_step.numpy()) + 1, w.pruning_step.dtype
+        (42, 'int64')
+    """
+
+    def __init__(self, wrapper: PruneWrapper, index: int, name: str, dtype: str, initial):
+        self._wrapper = wrapper
+        self.index = index
+        self.name = name
+        self.dtype = keras.backend.standardize_dtype(dtype)
+        # the initial value as the slot's dtype holds it, so a reset reads back the same
+        self.initial = float(np.asarray(initial, self.dtype))
+        self.shape = ()
+
+    @property
+    def value(self):
+        """The current value, a scalar tensor of ``dtype``."""
+        return keras.ops.cast(self._wrapper.pruning_state.value[self.index], self.dtype)
+
+    def numpy(self) -> np.ndarray:
+        return keras.ops.convert_to_numpy(self.value)
+
+    def assign(self, value) -> StateSlot:
+        """Stores ``value`` as ``dtype`` holds it (a float32 slot rounds to float32)."""
+        state = self._wrapper.pruning_state
+        if not keras.ops.is_tensor(value):  # a Python float is not rounded to float32 first
+            value = np.asarray(value, self.dtype)
+        value = keras.ops.cast(keras.ops.cast(value, self.dtype), "float64")
+        state.assign(
+            keras.ops.scatter_update(state.value, [[self.index]], keras.ops.reshape(value, (1,)))
+        )
+        return self
+
+    def __repr__(self) -> str:
+        return f"<StateSlot {self._wrapper.name}/{self.name} dtype={self.dtype}>"
+
+
+def _slot_to_tensor(slot, dtype=None, name=None, as_ref=False):
+    value = slot.value
+    return value if dtype is None else tf.cast(value, dtype)
+
+
+tf.register_tensor_conversion_function(StateSlot, _slot_to_tensor)
+
+
+def _filled(value: float):
+    """An initializer giving a numpy array: no eager ops, where Keras's ``Constant`` runs
+    three for each of the hundreds of small state variables a big model's wrappers
+    create."""
+
+    def initializer(shape, dtype=None):
+        return np.full(shape, value, dtype=dtype)
+
+    return initializer
 
 
 def collect_wrappers(model: keras.layers.Layer) -> list[PruneWrapper]:

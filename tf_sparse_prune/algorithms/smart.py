@@ -228,6 +228,7 @@ class SMART(PruningAlgorithm):
         self.score_bound = _check_number("score_bound", score_bound)
         self._coupled: list = []
         self._h_cache: tuple | None = None
+        self._kept_cache: tuple | None = None
         self._compiled: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
@@ -274,8 +275,22 @@ class SMART(PruningAlgorithm):
         wrapper.smart_rows = rows
 
     def _kept(self, wrapper, index, scores):
-        """The floor's blocks (mask 1 whatever the threshold) for ``scores`` (a tensor)."""
-        return self.floor.protected(scores, wrapper.smart_sizes[index], wrapper.smart_rows[index])
+        """The floor's blocks (mask 1 whatever the threshold) for ``scores`` (a tensor).
+
+        Inside a traced function it is computed once per kernel and graph: the forward
+        pass and the coupling read the same scores, so they share one set.
+        """
+        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+        if graph is not None:
+            if self._kept_cache is None or self._kept_cache[0] is not graph:
+                self._kept_cache = (graph, {})
+            hit = self._kept_cache[1].get((id(wrapper), index))
+            if hit is not None:
+                return hit
+        kept = self.floor.protected(scores, wrapper.smart_sizes[index], wrapper.smart_rows[index])
+        if graph is not None:
+            self._kept_cache[1][(id(wrapper), index)] = kept
+        return kept
 
     # ---- forward -------------------------------------------------------------------------
     def _soft_grid(self, wrapper, index, training):
@@ -388,7 +403,10 @@ class SMART(PruningAlgorithm):
             k = tf.minimum(tf.maximum(budget - (total - free), 0.5), free)
             t = tf.cond(
                 free > 0.5,
-                lambda: soft_topk_threshold(tf.concat(xs, 0), k, tau, sizes),
+                # warm start: one batch moves the root by little
+                lambda: soft_topk_threshold(
+                    tf.concat(xs, 0), k, tau, sizes, start=wrappers[0].smart_threshold.value
+                ),
                 lambda: tf.constant(0.0, tf.float64),
             )
             for w in wrappers:
@@ -467,6 +485,7 @@ class SMART(PruningAlgorithm):
         self._steps = params.get("steps")
         self._coupled = [] if self.nm else list(wrappers)
         self._h_cache = None
+        self._kept_cache = None
 
     def on_epoch_begin(self, wrappers, epoch):
         e = int(wrappers[0].smart_epoch.numpy())

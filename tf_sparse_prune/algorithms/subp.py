@@ -48,6 +48,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
 from tf_sparse_prune.floors import Floor
@@ -317,23 +318,53 @@ class SUBP(PruningAlgorithm):
 
     def effective_kernel(self, wrapper, index, kernel, training):
         """``kernel * mask`` in value; gradient 1 everywhere while soft, ``mask`` once final."""
-        ops = keras.ops
-        mask = ops.cast(wrapper.expanded_mask(index), kernel.dtype)
-        soft = ops.cast(wrapper.subp_soft, kernel.dtype)
-        through = mask + soft * (1.0 - mask)  # 1 (soft) or the mask (hard)
-        return kernel * through + ops.stop_gradient(kernel * mask - kernel * through)
+        grid = keras.ops.convert_to_tensor(wrapper.masks[index])
+        soft = keras.ops.cast(wrapper.subp_soft, grid.dtype)
+        mask = self._expand(wrapper, index, grid, kernel.dtype)
+
+        # A custom gradient, not the straight-through identity
+        # ``k * through + stop_gradient(k * mask - k * through)``: the kernel-sized work
+        # is one product each way, and ``through`` is formed on the (small) block grid.
+        @tf.custom_gradient
+        def straight_through(k):
+            def grad(upstream):
+                through = grid + soft * (1.0 - grid)  # 1 (soft) or the mask (hard)
+                return upstream * self._expand(wrapper, index, through, upstream.dtype)
+
+            return k * mask, grad
+
+        # a tensor, not the variable Keras passes as its value (custom_gradient would
+        # then ask for the variable's gradient separately)
+        return straight_through(tf.convert_to_tensor(kernel))
+
+    @staticmethod
+    def _expand(wrapper, index, grid, dtype):
+        var, depthwise = wrapper.targets[index]
+        expanded = wrapper.structure.expand(grid, tuple(var.shape), depthwise)
+        return keras.ops.cast(expanded, dtype)
 
     def loss(self, wrapper) -> Any | None:
         """``masked_decay / 2 * sum((1 - M) * W^2)`` in the soft phase (0 once final)."""
         if self.masked_decay == 0:
             return None
-        ops = keras.ops
         total = 0.0
         for i, (var, _) in enumerate(wrapper.targets):
-            kernel = ops.convert_to_tensor(var)
-            unmasked = 1.0 - ops.cast(wrapper.expanded_mask(i), kernel.dtype)
-            total = total + ops.sum(unmasked * ops.square(kernel))
-        return 0.5 * self.masked_decay * ops.cast(wrapper.subp_soft, "float32") * total
+            kernel = tf.convert_to_tensor(var)
+            grid = keras.ops.convert_to_tensor(wrapper.masks[i])
+            unmasked = self._expand(wrapper, i, 1.0 - grid, kernel.dtype)
+
+            # value and gradient (``(1 - M) * W``) from one kernel-sized product
+            @tf.custom_gradient
+            def half_square(k, unmasked=unmasked):
+                uk = unmasked * k
+
+                def grad(upstream):
+                    return upstream * uk
+
+                return 0.5 * tf.reduce_sum(uk * k), grad
+
+            total = total + half_square(kernel)
+        return self.masked_decay * keras.ops.cast(wrapper.subp_soft, "float32") * total
 
     # ---- schedule ----------------------------------------------------------------------
     @property
