@@ -175,6 +175,26 @@ def tflite_conv_flops(flat: bytes) -> tuple[float, float]:
 # ---- measurement -------------------------------------------------------------------------
 
 
+def library_commit() -> str | None:
+    """The git commit of the tf_sparse_prune code being measured (``None`` outside a
+    checkout), so a result says which code it timed."""
+    import subprocess
+
+    import tf_sparse_prune
+
+    where = Path(tf_sparse_prune.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_info() -> dict[str, Any]:
     import importlib.metadata
 
@@ -201,6 +221,7 @@ def machine_info() -> dict[str, Any]:
         "ai_edge_litert": importlib.metadata.version("ai-edge-litert"),
         "delegate_isas": available_isas(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "library_commit": library_commit(),
     }
 
 

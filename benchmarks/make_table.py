@@ -121,6 +121,72 @@ def overhead_table() -> str:
     )
 
 
+#: the targets on ResNet50 (96x96, batch 8): the mean step, pruned / plain, with one mask
+#: update per 100 steps for Magnitude; prune_model against keras.models.clone_model
+STEP_TARGETS = {"magnitude": 1.05, "subp": 1.15, "smart": 1.15}
+CLONE_TARGET = 1.2
+
+
+def _met(value: float, target: float) -> str:
+    return "yes" if value <= target else "**no**"
+
+
+def resnet_overhead_table() -> str:
+    """``overhead_resnet50*.json``: each run (labelled, e.g. before / after a change, with
+    the commit timed) as step-time and ``prune_model`` rows against their targets."""
+    rows = _load("overhead_resnet50*.json")
+    if not rows:
+        return ""
+    steps = [
+        "| code | commit | variant | mean step ratio | median of rounds | fastest 10% "
+        "| target | met | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    clones = [
+        "| code | commit | method | prune_model / clone (median of rounds) | ratio of minima "
+        "| target | met | clone s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    machines = set()
+    for r in rows:
+        machines.add(
+            f"{r.get('cpu', '?')} (family {r.get('cpu_family', '?')}, model "
+            f"{r.get('cpu_model', '?')}), {r.get('cores', '?')} cores"
+        )
+        code, commit = r.get("label", "-"), r.get("library_commit") or "-"
+        if r.get("variant") == "prune_model_vs_clone":
+            for key, value in r.items():
+                if key.endswith("_ratio"):
+                    method = key[: -len("_ratio")]
+                    minima = r.get(f"{method}_ratio_of_minima")
+                    clones.append(
+                        f"| {code} | {commit} | {method} | {value:.2f} | "
+                        f"{'-' if minima is None else f'{minima:.2f}'} | {CLONE_TARGET} | "
+                        f"{_met(value, CLONE_TARGET)} | {r.get('clone_seconds', 0):.2f} |"
+                    )
+            continue
+        method = r.get("method", "?")
+        mean = r.get("mean_step_ratio_with_updates", r.get("mean_step_ratio"))
+        target = STEP_TARGETS.get(method)
+        steps.append(
+            f"| {code} | {commit} | {r.get('variant')} | {mean:.3f} | "
+            f"{r['wrapper_overhead_ratio']:.3f} | {_min_ratio(r):.3f} | "
+            f"{'-' if target is None else target} | "
+            f"{'-' if target is None else _met(mean, target)} | "
+            f"{r.get('load_average', 0):.1f} |"
+        )
+    return (
+        "ResNet50 (96x96, batch 8, default layer selection), A/B interleaved in one process "
+        f"(`benchmarks/overhead.py --model resnet50`) on {'; '.join(sorted(machines))}. "
+        "`mean step ratio` is pruned / plain over all timed steps (Magnitude's adds one "
+        "compiled mask update per 100 steps, its schedule's frequency); `code` labels runs "
+        "of the same script on older code (`before`) and on this code (`after`).\n\n"
+        + "\n".join(steps)
+        + "\n\n"
+        + "\n".join(clones)
+    )
+
+
 def latency_table() -> str:
     tables = []
     for path in sorted(RESULTS.glob("latency_models*.json")):
@@ -543,6 +609,7 @@ def render() -> str:
         accuracy_table(),
         layer_sparsity_table(),
         overhead_table(),
+        resnet_overhead_table(),
         latency_table(),
         fusion_table(),
         scaling_table(),

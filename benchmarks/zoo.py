@@ -233,8 +233,9 @@ def build_model(arch: str, size: int | None = None, pruner: Any = None):
 def tiny_model(arch: str, size: int = 32):
     """A small member of the architecture's family, for tests: the family's own constructor
     (``keras.src.applications``, which the public ``ResNet50``-style functions call) with
-    fewer blocks, or the public constructor with a small ``alpha``. Xception and InceptionV3
-    have no such constructor and come at full size (at their minimum inputs 71 and 75).
+    fewer blocks, or the public constructor with a small ``alpha``. InceptionV3 has no such
+    constructor: its first two Inception blocks (through ``mixed1``, with their four-branch
+    concatenations) under a new classifier. Xception comes at full size (input 71).
 
     Raises:
         ValueError: for an unknown architecture.
@@ -303,11 +304,21 @@ def tiny_model(arch: str, size: int = 32):
             **common,
         ),
     }
+    if arch == "InceptionV3":
+        return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "mixed1")
     if arch in builders:
         return builders[arch]()
     return build_model(
         arch, max(size, ARCH_SIZES[arch]) if arch in ("Xception", "InceptionV3") else size
     )
+
+
+def _truncated(model, last: str):
+    """``model`` up to layer ``last``, with a pooled ``Dense`` classifier of 10 classes."""
+    keras = _keras()
+    x = keras.layers.GlobalAveragePooling2D(name="tiny_pool")(model.get_layer(last).output)
+    out = keras.layers.Dense(10, name="tiny_predictions")(x)
+    return keras.Model(model.input, out, name=f"{model.name}_to_{last}")
 
 
 # ------------------------------------------------------------------------------ methods
@@ -406,6 +417,7 @@ def run(
     record: dict[str, Any] = {
         "arch": arch,
         "family": FAMILIES.get(arch, arch),
+        "library_commit": _latency().library_commit(),
         "method": method,
         "size": size or ARCH_SIZES.get(arch),
         "batch": batch,
@@ -627,11 +639,17 @@ def _write(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def _machine() -> dict[str, Any]:
-    sys.path.insert(0, str(HERE))
-    from latency import machine_info
+def _latency():
+    """``benchmarks/latency.py`` (machine_info, library_commit), however zoo was imported."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import latency
 
-    return machine_info()
+    return latency
+
+
+def _machine() -> dict[str, Any]:
+    return _latency().machine_info()
 
 
 def rebuild_summary(machine: dict[str, Any] | None = None) -> dict[str, Any]:

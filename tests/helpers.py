@@ -106,19 +106,21 @@ def masked_output(model, graph, removal, x) -> np.ndarray:
 
 
 def randomize_batchnorm(model, seed=0) -> None:
-    """Gives every BatchNormalization non-trivial gamma, beta and moving statistics."""
+    """Gives every BatchNormalization non-trivial gamma, beta and moving statistics (those
+    it has: ``scale=False`` or ``center=False`` layers have no gamma or beta)."""
     rng = np.random.default_rng(seed)
     for layer in _all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, n),
-                    rng.normal(0, 0.5, n),
-                    rng.normal(0, 0.5, n),
-                    rng.uniform(0.5, 1.5, n),
-                ]
-            )
+            n = layer.moving_mean.shape[0]
+            draws = {  # in the layer's weight order, so full layers draw as before
+                "gamma": (rng.uniform, 0.5, 1.5),
+                "beta": (rng.normal, 0, 0.5),
+                "moving_mean": (rng.normal, 0, 0.5),
+                "moving_variance": (rng.uniform, 0.5, 1.5),
+            }
+            for var in layer.weights:
+                draw, a, b = draws[var.name]
+                var.assign(draw(a, b, n).astype(var.dtype))
 
 
 def _all_layers(model):

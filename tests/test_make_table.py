@@ -173,3 +173,29 @@ def test_zoo_table_shows_the_matrix_and_one_row_per_run(results):
         "68 (ADD 16, CONV_2D 52) | 1.2e-05 | 235 |"
     ) in text
     assert "| ocspruner_fit: ValueError: group / 3 cannot be reached | - | - | - | - | - |" in text
+
+
+def test_resnet_overhead_rows_are_checked_against_their_targets(results):
+    machine = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "1", "cores": 2}
+    step = {
+        "method": "magnitude",
+        "variant": "magnitude_1x16_0.75",
+        "wrapper_overhead_ratio": 1.04,
+        "wrapper_overhead_ratio_of_minima": 1.03,
+        "mean_step_ratio": 1.049,
+        "mean_step_ratio_with_updates": 1.051,
+        "load_average": 1.2,
+    }
+    clone = {
+        "variant": "prune_model_vs_clone",
+        "clone_seconds": 0.9,
+        "smart_1x16_0.7_ratio": 1.19,
+        "smart_1x16_0.7_ratio_of_minima": 1.1,
+    }
+    rows = [{**r, **machine, "label": "after", "library_commit": "abc1234"} for r in (step, clone)]
+    (results / "overhead_resnet50_after.json").write_text(json.dumps(rows))
+    text = make_table.resnet_overhead_table()
+    assert "AMD EPYC (family 25, model 1), 2 cores" in text
+    # 1.051 with the updates is over 1.05 although the steps alone are not
+    assert "| after | abc1234 | magnitude_1x16_0.75 | 1.051 | 1.040 | 1.030 | 1.05 | **no** |" in text
+    assert "| after | abc1234 | smart_1x16_0.7 | 1.19 | 1.10 | 1.2 | yes | 0.90 |" in text
