@@ -154,6 +154,44 @@ def test_floor_protects_each_rows_best_block_and_the_layers_best_fraction():
     )
 
 
+def _protected_reference(scores, sizes, rows, floor):
+    """The floor's rule written plainly in numpy: per row the first best block; then the
+    best blocks (ties by position) until their sizes reach min_fraction of the total."""
+    flat, w = scores.ravel(), sizes.ravel().astype(np.float32)
+    keep = np.zeros(flat.size, bool)
+    if floor.keep_rows:
+        for r in np.unique(rows):
+            members = np.flatnonzero(rows.ravel() == r)
+            keep[members[np.argmax(flat[members])]] = True  # argmax: the first of ties
+    if floor.min_fraction > 0:
+        need = np.float32(floor.min_fraction) * np.float32(w.sum())
+        order = np.argsort(-flat, kind="stable")
+        cum = np.cumsum(w[order], dtype=np.float32)
+        keep[order[: min(int((cum < need).sum()), flat.size - 1) + 1]] = True
+    return keep.reshape(scores.shape)
+
+
+@pytest.mark.parametrize(
+    ("structure", "shape", "depthwise"),
+    [
+        (tsp.OneByN(16), (3, 3, 24, 64), False),
+        (tsp.Block(16, 8, pad=True), (3, 3, 20, 40), False),
+        (tsp.Unstructured(), (3, 3, 6, 10), False),
+        (tsp.Unstructured(), (3, 3, 8, 2), True),
+        (tsp.OutputChannel(), (1, 1, 8, 12), False),
+    ],
+)
+def test_the_floor_follows_its_rule_on_every_structure_with_ties(structure, shape, depthwise):
+    rng = np.random.default_rng(1)
+    grid = structure.grid_shape(shape, depthwise)
+    scores = rng.integers(0, 4, grid).astype(np.float32)  # many ties
+    sizes = np.asarray(structure.block_sizes(shape, depthwise))
+    rows = structure.row_ids(shape, depthwise)
+    for floor in (tsp.Floor(), tsp.Floor(0.0), tsp.Floor(0.3, keep_rows=False)):
+        want = _protected_reference(scores, sizes, rows, floor)
+        np.testing.assert_array_equal(floor.protected(scores, sizes, rows), want)
+
+
 @pytest.mark.parametrize("min_fraction", [0.01, 0.2, 0.9])
 def test_the_floors_top_k_of_known_sizes_equals_the_full_sort(min_fraction):
     # numpy sizes take a top_k of the few blocks that can be needed, tensor sizes sort

@@ -84,6 +84,12 @@ def test_state_slots_pack_into_one_vector_and_read_and_write_like_variables():
     assert float(bump()) == 0.2
     assert int(wrapper.pruning_step.numpy()) == 2**40 + 2
     assert float(wrapper.smart_phase.numpy()) == np.float32(0.1)  # the others untouched
+    # several slots in one update, and every slot from one read
+    wrapper.assign_states({"smart_epoch": 7, "smart_threshold": -0.25, "smart_phase": 2.0})
+    states = wrapper.read_states()
+    assert states["smart_epoch"] == 7 and states["smart_epoch"].dtype == np.int64
+    assert states["smart_threshold"] == -0.25 and states["smart_phase"] == 2.0
+    assert states["pruning_step"] == 2**40 + 2 and states["smart_temperature"] == 0.1
     with pytest.raises(RuntimeError, match="add_state.*PruningAlgorithm.build"):
         wrapper.add_state("late", 0.0)
 

@@ -118,12 +118,16 @@ class Floor(Configurable):
         keep = tf.zeros_like(flat, dtype=tf.bool)
         if self.keep_rows and row_ids is not None:
             ids = np.asarray(row_ids, np.int32).reshape(-1)
-            n_rows = int(ids.max()) + 1 if ids.size else 0
-            row_max = tf.math.unsorted_segment_max(flat, ids, n_rows)
-            best = tf.equal(flat, tf.gather(row_max, ids))
-            # one block per row: the first best (ties by position, as select breaks them)
-            first = tf.math.unsorted_segment_min(tf.where(best, index, n), ids, n_rows)
-            keep = tf.logical_or(keep, tf.equal(index, tf.gather(first, ids)))
+            layout = _row_layout(ids)
+            if layout is not None:
+                keep = tf.logical_or(keep, _first_best_of_equal_rows(flat, *layout))
+            else:
+                n_rows = int(ids.max()) + 1 if ids.size else 0
+                row_max = tf.math.unsorted_segment_max(flat, ids, n_rows)
+                best = tf.equal(flat, tf.gather(row_max, ids))
+                # one block per row: the first best (ties by position, as select breaks them)
+                first = tf.math.unsorted_segment_min(tf.where(best, index, n), ids, n_rows)
+                keep = tf.logical_or(keep, tf.equal(index, tf.gather(first, ids)))
         if self.min_fraction > 0:
             w = tf.cast(tf.reshape(tf.convert_to_tensor(sizes), [-1]), tf.float32)
             need = self.min_fraction * tf.reduce_sum(w)
@@ -154,3 +158,32 @@ def _top_bound(sizes, min_fraction: float) -> int | None:
     if not w.size or w.min() <= 0:
         return None
     return int(np.ceil(min_fraction * w.sum() / w.min())) + 1
+
+
+def _row_layout(ids: np.ndarray) -> tuple[np.ndarray | None, int, int] | None:
+    """``(order, rows, length)`` when every row holds the same number of blocks: ``order``
+    lists the blocks row by row, each row in position order (``None`` when that is the
+    flat order already, as for a 1xN grid); else ``None``."""
+    if not ids.size:
+        return None
+    counts = np.bincount(ids)
+    if counts.min() != counts.max():
+        return None
+    order = np.argsort(ids, kind="stable")
+    if np.array_equal(order, np.arange(ids.size)):
+        order = None
+    return order, counts.size, int(counts[0])
+
+
+def _first_best_of_equal_rows(flat, order, rows: int, length: int):
+    """The first best block of each row (flat boolean), with dense reductions over a
+    ``(rows, length)`` view: the rule of the segment ops, several times cheaper (SMART
+    computes it in every step)."""
+    grid = tf.reshape(flat if order is None else tf.gather(flat, order), [rows, length])
+    best = tf.equal(grid, tf.reduce_max(grid, axis=1, keepdims=True))
+    position = tf.range(length)[None, :]
+    first = tf.reduce_min(tf.where(best, position, length), axis=1, keepdims=True)
+    keep = tf.reshape(tf.equal(position, first), [-1])
+    if order is None:
+        return keep
+    return tf.gather(keep, np.argsort(order).astype(np.int32))

@@ -182,6 +182,24 @@ class PruneWrapper(keras.layers.Wrapper):
         setattr(self, name, slot)
         return slot
 
+    def read_states(self) -> dict[str, np.ndarray]:
+        """Every state slot's value (numpy scalars of their dtypes) from one read."""
+        packed = self.pruning_state.numpy()
+        return {slot.name: np.asarray(packed[slot.index], slot.dtype) for slot in self._slots}
+
+    def assign_states(self, values: dict[str, Any]) -> None:
+        """Assigns several state slots (``{name: value}``) in one update of
+        ``pruning_state``: one scatter instead of one per slot, for compiled per-batch
+        updates over many wrappers."""
+        slots = [getattr(self, name) for name in values]
+        updates = [slot.stored(value) for slot, value in zip(slots, values.values(), strict=True)]
+        state = self.pruning_state
+        state.assign(
+            keras.ops.scatter_update(
+                state.value, [[slot.index] for slot in slots], keras.ops.stack(updates)
+            )
+        )
+
     def set_mask(self, index: int, grid_mask: np.ndarray) -> None:
         """Assigns the block-grid mask of kernel ``index``."""
         self.masks[index].assign(np.asarray(grid_mask, np.float32))
@@ -269,14 +287,19 @@ class StateSlot:
     def numpy(self) -> np.ndarray:
         return keras.ops.convert_to_numpy(self.value)
 
+    def stored(self, value):
+        """``value`` as the packed vector stores it: rounded to ``dtype``, then float64."""
+        if not keras.ops.is_tensor(value):  # a Python float is not rounded to float32 first
+            value = np.asarray(value, self.dtype)
+        return keras.ops.reshape(keras.ops.cast(keras.ops.cast(value, self.dtype), "float64"), ())
+
     def assign(self, value) -> StateSlot:
         """Stores ``value`` as ``dtype`` holds it (a float32 slot rounds to float32)."""
         state = self._wrapper.pruning_state
-        if not keras.ops.is_tensor(value):  # a Python float is not rounded to float32 first
-            value = np.asarray(value, self.dtype)
-        value = keras.ops.cast(keras.ops.cast(value, self.dtype), "float64")
         state.assign(
-            keras.ops.scatter_update(state.value, [[self.index]], keras.ops.reshape(value, (1,)))
+            keras.ops.scatter_update(
+                state.value, [[self.index]], keras.ops.reshape(self.stored(value), (1,))
+            )
         )
         return self
 

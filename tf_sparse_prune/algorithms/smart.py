@@ -385,9 +385,6 @@ class SMART(PruningAlgorithm):
 
         @tf.function
         def advance(tau, step):
-            for w in wrappers:
-                w.smart_temperature.assign(tau)
-                w.smart_search_step.assign(step)
             xs, free_sizes = [], []
             for w, i in entries:
                 var = w.smart_scores[i]
@@ -409,8 +406,10 @@ class SMART(PruningAlgorithm):
                 ),
                 lambda: tf.constant(0.0, tf.float64),
             )
-            for w in wrappers:
-                w.smart_threshold.assign(t)
+            for w in wrappers:  # one update of each wrapper's state vector
+                w.assign_states(
+                    {"smart_temperature": tau, "smart_search_step": step, "smart_threshold": t}
+                )
             return t
 
         self._compiled = (key, advance)
@@ -516,10 +515,11 @@ class SMART(PruningAlgorithm):
             self.refresh_threshold(wrappers)
 
     def on_train_batch_end(self, wrappers, step):
-        if int(wrappers[0].smart_phase.numpy()) != PHASES["search"]:
+        state = wrappers[0].read_states()  # one read from the device per batch
+        if int(state["smart_phase"]) != PHASES["search"]:
             return
-        s = int(wrappers[0].smart_search_step.numpy()) + 1
-        length = int(wrappers[0].smart_search_length.numpy())
+        s = int(state["smart_search_step"]) + 1
+        length = int(state["smart_search_length"])
         tau = self.temperature(s, length)
         if self.nm:
             self._set_all(wrappers, "smart_search_step", s)
