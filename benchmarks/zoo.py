@@ -235,7 +235,9 @@ def tiny_model(arch: str, size: int = 32):
     (``keras.src.applications``, which the public ``ResNet50``-style functions call) with
     fewer blocks, or the public constructor with a small ``alpha``. InceptionV3 has no such
     constructor: its first two Inception blocks (through ``mixed1``, with their four-branch
-    concatenations) under a new classifier. Xception comes at full size (input 71).
+    concatenations) under a new classifier; NASNet, even with one block per stage, holds
+    363 layers: its stem cells and first normal cell under a new classifier. Xception
+    comes at full size (input 71).
 
     Raises:
         ValueError: for an unknown architecture.
@@ -294,18 +296,23 @@ def tiny_model(arch: str, size: int = 32):
             name="convnext_tiny",
             **common,
         ),
-        "NASNetMobile": lambda: nasnet.NASNet(
-            shape,
-            penultimate_filters=384,
-            num_blocks=1,
-            stem_block_filters=16,
-            default_size=size,
-            name="nasnet_tiny",
-            **common,
+        # its stem, both stem reduction cells and the first normal cell
+        "NASNetMobile": lambda: _truncated(
+            nasnet.NASNet(
+                shape,
+                penultimate_filters=384,
+                num_blocks=1,
+                stem_block_filters=16,
+                default_size=size,
+                name="nasnet_tiny",
+                **common,
+            ),
+            "normal_concat_0",
         ),
     }
     if arch == "InceptionV3":
         return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "mixed1")
+
     if arch in builders:
         return builders[arch]()
     return build_model(

@@ -90,7 +90,7 @@ def test_state_slots_pack_into_one_vector_and_read_and_write_like_variables():
     assert states["smart_epoch"] == 7 and states["smart_epoch"].dtype == np.int64
     assert states["smart_threshold"] == -0.25 and states["smart_phase"] == 2.0
     assert states["pruning_step"] == 2**40 + 2 and states["smart_temperature"] == 0.1
-    with pytest.raises(RuntimeError, match="add_state.*PruningAlgorithm.build"):
+    with pytest.raises(RuntimeError, match=r"add_state.*PruningAlgorithm\.build"):
         wrapper.add_state("late", 0.0)
 
 
