@@ -236,8 +236,8 @@ def tiny_model(arch: str, size: int = 32):
     fewer blocks, or the public constructor with a small ``alpha``. InceptionV3 has no such
     constructor: its first two Inception blocks (through ``mixed1``, with their four-branch
     concatenations) under a new classifier; NASNet, even with one block per stage, holds
-    363 layers: its stem cells and first normal cell under a new classifier. Xception
-    comes at full size (input 71).
+    363 layers: its stem cells and first normal cell under a new classifier; Xception: its
+    first three residual blocks (through ``add_1``; input 71).
 
     Raises:
         ValueError: for an unknown architecture.
@@ -296,7 +296,8 @@ def tiny_model(arch: str, size: int = 32):
             name="convnext_tiny",
             **common,
         ),
-        # its stem, both stem reduction cells and the first normal cell
+        # its stem, both stem reduction cells and the first normal cell (the stem cells alone
+        # are 4 and 8 channels wide, too narrow for 1x16)
         "NASNetMobile": lambda: _truncated(
             nasnet.NASNet(
                 shape,
@@ -312,6 +313,8 @@ def tiny_model(arch: str, size: int = 32):
     }
     if arch == "InceptionV3":
         return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "mixed1")
+    if arch == "Xception":  # its first three residual blocks of separable convolutions
+        return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "add_1")
 
     if arch in builders:
         return builders[arch]()
