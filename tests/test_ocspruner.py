@@ -365,6 +365,61 @@ def test_regularizer_step_never_flips_a_sign():
     assert np.all(kernel[:, 0] == 0) and np.all(kernel[:, 1:] != 0)
 
 
+def _regularized_reference(slices, removal, eta):
+    """Eq. 8-9 channel by channel in plain numpy: ``{variable id: updated value}``."""
+    values = {id(s.var): s.var.numpy().astype("float64") for s in slices}
+    scale = {key: np.zeros_like(v) for key, v in values.items()}
+    covered = {key: np.zeros_like(v) for key, v in values.items()}
+    for s in slices:
+        value = np.moveaxis(values[id(s.var)], s.axis, 0)
+        for k in removal.get(s.group, []):
+            positions = np.flatnonzero(s.channel_of == k)
+            norm = np.sqrt(np.sum(value[positions] ** 2))
+            for target, add in ((scale, 1.0 / norm if norm > 0 else 0.0), (covered, None)):
+                view = np.moveaxis(target[id(s.var)], s.axis, 0)
+                if add is None:
+                    view[positions] = 1.0
+                else:
+                    view[positions] += add
+    return {
+        key: v * np.maximum(0.0, 1 - eta * scale[key]) * (1 - eta * covered[key])
+        for key, v in values.items()
+    }
+
+
+def test_regularizer_matches_a_channel_by_channel_reference_where_a_concat_meets_an_add():
+    model = _concat_add((4, 12))
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.standard_normal(w.shape) for w in model.get_weights()])
+    graph = DependencyGraph(model)
+    slices = _slices(model, graph)
+    group = graph.group_of("src0").id  # src0 holds channels 0-3 of it, src1 4-15, c all 16
+    removal = {group: [1, 5, 15], graph.group_of("d").id: [0, 7]}
+    lam, lr = 3.0, 0.1
+    expected = _regularized_reference(slices, removal, lam * lr)
+    _Regularizer(slices, removal).apply(lam, lr)
+    for s in slices:
+        np.testing.assert_allclose(s.var.numpy(), expected[id(s.var)], rtol=1e-5, atol=1e-6)
+    assert any(not np.array_equal(s.channel_of, np.arange(len(s.counts))) for s in slices)
+
+
+def test_regularizer_traces_no_constant_larger_than_the_model():
+    import tensorflow as tf
+
+    model = _concat_add((4, 12))
+    graph = DependencyGraph(model)
+    regularizer = _Regularizer(_slices(model, graph), {graph.group_of("src0").id: [0]})
+    traced = regularizer._update.get_concrete_function(np.float32(0.1), regularizer._pruned)
+    constants = [
+        tf.make_ndarray(node.attr["value"].tensor).nbytes
+        for node in traced.graph.as_graph_def().node
+        if node.op == "Const"
+    ]
+    weights = sum(int(np.prod(w.shape)) for w in model.weights)
+    # a per-slice (positions, channels) one-hot matrix would be positions x channels each
+    assert sum(constants) < 4 * weights
+
+
 @pytest.mark.parametrize("loss_term, shrink", [(True, False), (False, True)])
 def test_regularizer_ablation_applies_only_the_switched_on_part(loss_term, shrink):
     inputs = keras.Input((4,))

@@ -443,9 +443,13 @@ def penalty(t: int, t_sl: int | None, initial: float, step: float, interval: int
 class _Regularizer:
     """The Eq. 8-9 update of the prune set after an optimizer step (see the module docstring).
 
-    Built once per model: every trainable slice of a prunable group gets a constant one-hot
-    ``(positions, channels)`` matrix; the prune set is passed as one 0/1 vector per group, so
-    under the TensorFlow backend the whole update is a single ``tf.function`` traced once.
+    Built once per model: every trainable slice of a prunable group maps its positions to
+    channels with an index vector (a segment sum gives the channel norms, a gather spreads
+    them back), so the traced update holds O(positions) constants, not a
+    ``(positions, channels)`` matrix per slice (ResNet50's: 0.55 GB, 19 GB while traced);
+    slices whose positions are their group's channels in order skip both. The prune set is
+    passed as one 0/1 vector per group, so under the TensorFlow backend the whole update is a
+    single ``tf.function`` traced once.
     """
 
     def __init__(
@@ -464,8 +468,12 @@ class _Regularizer:
         self.sizes = {s.group: len(s.counts) for s in slices}
         by_var: dict[int, tuple[Any, list]] = {}
         for s in self.slices:
-            onehot = (s.channel_of[:, None] == np.arange(len(s.counts))[None, :]).astype("float32")
-            by_var.setdefault(id(s.var), (s.var, []))[1].append((s, onehot))
+            size = len(s.counts)
+            if s.length == size and np.array_equal(s.channel_of, np.arange(size)):
+                ids = None  # position k is channel k
+            else:  # positions of other groups go to an extra segment, dropped after the sum
+                ids = np.where(s.channel_of >= 0, s.channel_of, size).astype("int32")
+            by_var.setdefault(id(s.var), (s.var, []))[1].append((s, ids))
         self.items = list(by_var.values())
         self._pruned = [np.zeros(self.sizes[g], "float32") for g in self.groups]
         self._update = self._step
@@ -492,15 +500,22 @@ class _Regularizer:
             value = var.value
             scale = ops.zeros_like(value)
             covered = ops.zeros_like(value)
-            for s, onehot in parts:
+            for s, ids in parts:
                 mask = by_group[s.group]
                 other = [a for a in range(len(var.shape)) if a != s.axis]
                 sq = ops.sum(ops.square(value), axis=other)
-                norms = ops.sqrt(ops.matmul(sq[None, :], onehot))[0]
+                size = len(s.counts)
+                if ids is not None:
+                    sq = ops.segment_sum(sq, ids, num_segments=size + 1)[:size]
+                norms = ops.sqrt(sq)
                 inv = ops.where(norms > 0, 1.0 / ops.maximum(norms, 1e-30), 0.0) * mask
-                scale = scale + ops.reshape(ops.matmul(onehot, inv[:, None]), s.broadcast)
-                on = ops.reshape(ops.matmul(onehot, mask[:, None]), s.broadcast)
-                covered = ops.maximum(covered, on)
+                on = mask
+                if ids is not None:  # back to positions; the extra segment gets 0
+                    zero = ops.zeros((1,), inv.dtype)
+                    inv = ops.take(ops.concatenate([inv, zero]), ids)
+                    on = ops.take(ops.concatenate([mask, zero]), ids)
+                scale = scale + ops.reshape(inv, s.broadcast)
+                covered = ops.maximum(covered, ops.reshape(on, s.broadcast))
             factor = ops.maximum(0.0, 1.0 - eta * self._loss_weight * scale) * (
                 1.0 - eta * self._shrink_weight * covered
             )
