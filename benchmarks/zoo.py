@@ -234,10 +234,12 @@ def tiny_model(arch: str, size: int = 32):
     """A small member of the architecture's family, for tests: the family's own constructor
     (``keras.src.applications``, which the public ``ResNet50``-style functions call) with
     fewer blocks, or the public constructor with a small ``alpha``. InceptionV3 has no such
-    constructor: its first two Inception blocks (through ``mixed1``, with their four-branch
-    concatenations) under a new classifier; NASNet, even with one block per stage, holds
-    363 layers: its stem cells and first normal cell under a new classifier; Xception: its
-    first three residual blocks (through ``add_1``; input 71).
+    constructor: its first Inception block (through ``mixed0``, with its four-branch
+    concatenation) under a new classifier; NASNet, even with one block per stage, holds
+    363 layers: its stem and first reduction cell under a new classifier; Xception: its
+    entry flow through its second residual Add (input 71); MobileNet and EfficientNetB0:
+    their first blocks. Graph tracing costs about a millisecond per op, so the test suite's
+    members stop after the first blocks that hold each family's layer types.
 
     Raises:
         ValueError: for an unknown architecture.
@@ -272,15 +274,22 @@ def tiny_model(arch: str, size: int = 32):
         "ResNet50V2": lambda: resnet.ResNet(
             resnet_stack(True), True, True, input_shape=shape, name="resnetv2_tiny", **common
         ),
-        "MobileNet": lambda: keras.applications.MobileNet(input_shape=shape, alpha=0.5, **common),
+        # through its fourth depthwise-separable block (two of them strided, with padding)
+        "MobileNet": lambda: _truncated(
+            keras.applications.MobileNet(input_shape=shape, alpha=0.5, **common), "conv_pw_4_relu"
+        ),
         "MobileNetV2": lambda: keras.applications.MobileNetV2(
             input_shape=shape, alpha=0.35, **common
         ),
         "MobileNetV3Small": lambda: keras.applications.MobileNetV3Small(
             input_shape=shape, alpha=0.75, **common
         ),
-        "EfficientNetB0": lambda: efficientnet.EfficientNet(
-            1.0, 0.1, size, input_shape=shape, name="efficientnet_tiny", **common
+        # through its third MBConv block (expansion, depthwise, squeeze-and-excitation)
+        "EfficientNetB0": lambda: _truncated(
+            efficientnet.EfficientNet(
+                1.0, 0.1, size, input_shape=shape, name="efficientnet_tiny", **common
+            ),
+            "block3a_project_bn",
         ),
         "EfficientNetV2B0": lambda: efficientnet_v2.EfficientNetV2(
             1.0, 0.1, size, input_shape=shape, name="efficientnetv2_tiny", **common
@@ -296,25 +305,28 @@ def tiny_model(arch: str, size: int = 32):
             name="convnext_tiny",
             **common,
         ),
-        # its stem, both stem reduction cells and the first normal cell (the stem cells alone
-        # are 4 and 8 channels wide, too narrow for 1x16)
+        # its stem and first reduction cell (separable convs, pooling branches, the
+        # concatenation), 16 channels wide at penultimate_filters=1536
         "NASNetMobile": lambda: _truncated(
             nasnet.NASNet(
                 shape,
-                penultimate_filters=384,
+                penultimate_filters=1536,
                 num_blocks=1,
                 stem_block_filters=16,
                 default_size=size,
                 name="nasnet_tiny",
                 **common,
             ),
-            "normal_concat_0",
+            "reduction_concat_stem_1",
         ),
     }
     if arch == "InceptionV3":
-        return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "mixed1")
+        return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "mixed0")
     if arch == "Xception":  # its first three residual blocks of separable convolutions
-        return _truncated(build_model(arch, max(size, ARCH_SIZES[arch])), "add_1")
+        model = build_model(arch, max(size, ARCH_SIZES[arch]))
+        # the second Add (automatic layer names depend on what the process built before)
+        adds = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)]
+        return _truncated(model, adds[1])
 
     if arch in builders:
         return builders[arch]()
