@@ -14,6 +14,9 @@ FMNIST_DST := $(HOME)/.keras/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz
 NATIVE_SRC := $(shell find tflite_kernels -type f \( -name '*.cc' -o -name '*.h' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suite is mostly single-threaded graph tracing, so two
+# processes use both cores of a 2-core machine (`make test PYTEST_WORKERS=0` runs serially)
+PYTEST_WORKERS ?= 2
 
 .PHONY: all install data test test-native test-python demo lint bench clean
 
@@ -50,7 +53,7 @@ test-native: install
 	else echo "tflite_kernels: no native tests yet"; fi
 
 test-python: install data
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 
 demo: install data
