@@ -227,8 +227,8 @@ class SMART(PruningAlgorithm):
         self.mask_optimizer = mask_optimizer
         self.score_bound = _check_number("score_bound", score_bound)
         self._coupled: list = []
-        self._h_cache: tuple | None = None
-        self._kept_cache: tuple | None = None
+        # (graph, {key: tensor}): what one traced graph computes once and shares
+        self._memo: tuple | None = None
         self._compiled: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
@@ -274,43 +274,64 @@ class SMART(PruningAlgorithm):
         wrapper.smart_sizes = sizes
         wrapper.smart_rows = rows
 
-    def _kept(self, wrapper, index, scores):
-        """The floor's blocks (mask 1 whatever the threshold) for ``scores`` (a tensor).
+    def _graph_memo(self) -> dict | None:
+        """The memo of the graph being traced (``None`` when executing eagerly).
 
-        Inside a traced function it is computed once per kernel and graph: the forward
-        pass and the coupling read the same scores, so they share one set.
+        The forward pass of every wrapper, the coupling and the per-batch solve read the same
+        scores; inside one traced graph what they share is computed once.
         """
-        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
-        if graph is not None:
-            if self._kept_cache is None or self._kept_cache[0] is not graph:
-                self._kept_cache = (graph, {})
-            hit = self._kept_cache[1].get((id(wrapper), index))
-            if hit is not None:
-                return hit
+        if tf.executing_eagerly():
+            return None
+        graph = tf.compat.v1.get_default_graph()
+        if self._memo is None or self._memo[0] is not graph:
+            self._memo = (graph, {})
+        return self._memo[1]
+
+    def _kept(self, wrapper, index, scores):
+        """The floor's blocks (mask 1 whatever the threshold) for ``scores`` (a tensor)."""
+        memo = self._graph_memo()
+        key = ("kept", id(wrapper), index)
+        if memo is not None and key in memo:
+            return memo[key]
         kept = self.floor.protected(scores, wrapper.smart_sizes[index], wrapper.smart_rows[index])
-        if graph is not None:
-            self._kept_cache[1][(id(wrapper), index)] = kept
+        if memo is not None:
+            memo[key] = kept
         return kept
 
     # ---- forward -------------------------------------------------------------------------
     def _soft_grid(self, wrapper, index, training):
-        """The soft mask grid of kernel ``index`` (float32), with the global coupling."""
-        tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
-        t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
-        if training and any(w is wrapper for w in self._coupled):
-            t = t + self._coupling()
+        """The soft mask grid of kernel ``index`` (float32), with the global coupling.
+
+        Training a coupled wrapper, the sigmoid ``f`` and its slope ``f (1 - f) / tau`` come
+        from :meth:`_coupling`, which needs both for every kernel anyway: the grid is
+        ``f + slope * ((m - stop(m)) + h)``, whose value is ``f`` (both terms in the
+        brackets are 0) and whose gradient in ``m`` and in ``h`` is the sigmoid's, so one
+        sigmoid per kernel and step serves the forward pass, the coupling and the backward
+        pass.
+        """
         m32 = tf.convert_to_tensor(wrapper.smart_scores[index])
-        f = tf.sigmoid((tf.cast(m32, tf.float64) + t) / tau)
         kept = tf.stop_gradient(self._kept(wrapper, index, m32))
+        if training and any(w is wrapper for w in self._coupled):
+            h, parts = self._coupling()
+            f, slope = parts[(id(wrapper), index)]
+            m = tf.cast(m32, tf.float64)
+            f = f + slope * ((m - tf.stop_gradient(m)) + h)
+        else:
+            tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
+            t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
+            f = tf.sigmoid((tf.cast(m32, tf.float64) + t) / tau)
         return tf.cast(tf.where(kept, tf.ones_like(f), f), tf.float32)
 
     def _coupling(self):
-        """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores."""
-        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
-        if graph is not None and self._h_cache is not None and self._h_cache[0] is graph:
-            return self._h_cache[1]
+        """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores, and
+        ``{(id(wrapper), index): (f, slope)}``: each kernel's sigmoid and its slope in ``m``
+        (both without gradient)."""
+        memo = self._graph_memo()
+        if memo is not None and "coupling" in memo:
+            return memo["coupling"]
         num = tf.constant(0.0, tf.float64)
         den = tf.constant(0.0, tf.float64)
+        parts = {}
         for w in self._coupled:
             tau = tf.convert_to_tensor(w.smart_temperature)
             t = tf.convert_to_tensor(w.smart_threshold)
@@ -318,14 +339,16 @@ class SMART(PruningAlgorithm):
                 m32 = tf.convert_to_tensor(var)
                 m = tf.cast(m32, tf.float64)
                 f = tf.sigmoid((tf.stop_gradient(m) + t) / tau)
+                slope = f * (1.0 - f) / tau
+                parts[(id(w), i)] = (f, slope)
                 free = tf.cast(tf.logical_not(self._kept(w, i, tf.stop_gradient(m32))), tf.float64)
-                sv = tf.constant(sizes) * free * f * (1.0 - f) / tau
+                sv = tf.constant(sizes) * free * slope
                 num += tf.reduce_sum(tf.stop_gradient(-sv) * (m - tf.stop_gradient(m)))
                 den += tf.reduce_sum(sv)
         h = tf.math.divide_no_nan(num, tf.stop_gradient(den))
-        if graph is not None:
-            self._h_cache = (graph, h)
-        return h
+        if memo is not None:
+            memo["coupling"] = (h, parts)
+        return h, parts
 
     def _nm_soft_grid(self, wrapper, index, kernel):
         _var, depthwise = wrapper.targets[index]
@@ -483,8 +506,7 @@ class SMART(PruningAlgorithm):
             )
         self._steps = params.get("steps")
         self._coupled = [] if self.nm else list(wrappers)
-        self._h_cache = None
-        self._kept_cache = None
+        self._memo = None
 
     def on_epoch_begin(self, wrappers, epoch):
         e = int(wrappers[0].smart_epoch.numpy())
