@@ -210,3 +210,63 @@ def test_clone_layers_names_a_layer_whose_get_config_is_incomplete():
     # rebuilt from its config the layer gets 3 scales, not 5
     with pytest.raises(ValueError, match=r"'forgetful'.*\(3,\).*\(5,\).*every argument"):
         clone_layers(model, lambda layer: None, None)
+
+
+@keras.saving.register_keras_serializable(package="tsp_tests")
+class CountingInitializer(keras.initializers.Initializer):
+    """Counts its calls (class-wide), so a test sees whether a copy ran its initializer."""
+
+    calls = 0
+
+    def __call__(self, shape, dtype=None):
+        CountingInitializer.calls += 1
+        return keras.ops.ones(shape, dtype=dtype)
+
+
+def _leaf(model, name):
+    """The layer ``name`` of ``model``, or the layer inside its wrapper ``pruned_<name>``."""
+    for layer in model._flatten_layers(include_self=False):
+        if layer.name == name and not isinstance(layer, PruneWrapper):
+            return layer
+    raise KeyError(name)
+
+
+def test_copies_start_from_the_originals_values_without_running_their_initializers():
+    inp = keras.Input((4,))
+    dense = L.Dense(16, kernel_initializer=CountingInitializer(), name="d")
+    model = keras.Model(inp, L.Dense(2, name="head")(L.BatchNormalization(name="bn")(dense(inp))))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.standard_normal(w.shape) for w in model.get_weights()])
+    CountingInitializer.calls = 0
+    copies = [
+        clone_layers(model, lambda layer: None, None),
+        tsp.prune_model(model, tsp.Magnitude(0.5, tsp.OneByN(4)), layers=["d"]),
+    ]
+    assert CountingInitializer.calls == 0
+    copies.append(tsp.strip_pruning(copies[1]))  # its layers start from the masked kernels
+    for copy in copies:
+        for name in ("d", "bn", "head"):
+            mine, theirs = _leaf(copy, name).weights, model.get_layer(name).weights
+            assert len(mine) == len(theirs)
+            for a, b in zip(mine, theirs, strict=True):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert all("add_weight" not in layer.__dict__ for layer in copy._flatten_layers())
+    # each copy holds its own values
+    model.get_layer("d").kernel.assign(np.zeros((4, 16)))
+    assert all(np.all(_leaf(copy, "d").kernel.numpy() != 0) for copy in copies)
+
+
+def test_a_weight_the_source_does_not_fit_is_initialized_then_copied():
+    from tf_sparse_prune.modeltools import copy_variables, seed_weights
+
+    source = L.Dense(3, name="d")
+    source.build((None, 5))
+    source.bias.assign(np.arange(3.0))
+    other = L.Dense(3, kernel_initializer="zeros", name="d")
+    seed_weights(other, source.weights)
+    other.build((None, 2))  # kernel (2, 3), not the source's (5, 3): its own initializer
+    np.testing.assert_array_equal(other.kernel.numpy(), np.zeros((2, 3)))
+    np.testing.assert_array_equal(other.bias.numpy(), np.arange(3.0))  # seeded
+    source.bias.assign(np.full(3, 7.0))  # no clone_layers around: copy_variables copies
+    copy_variables([source.bias], [other.bias])
+    np.testing.assert_array_equal(other.bias.numpy(), np.full(3, 7.0))

@@ -44,6 +44,7 @@ from tf_sparse_prune.modeltools import (
     clone_layers,
     copy_variables,
     iter_layers,
+    seed_weights,
 )
 from tf_sparse_prune.prunable import prunable_weights, why_not_prunable
 from tf_sparse_prune.structures import StructureError, canonical_shape
@@ -250,7 +251,9 @@ def prune_model(
         decision = decisions.get(layer.name)
         if decision is None or not decision.pruned:
             return None
-        return PruneWrapper(layer.__class__.from_config(layer.get_config()), pruner)
+        inner = layer.__class__.from_config(layer.get_config())
+        seed_weights(inner, layer.weights)
+        return PruneWrapper(inner, pruner)
 
     def copy_weights(original, wrapper):
         copy_variables(original.weights, wrapper.layer.weights)
