@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 
 import keras
@@ -152,8 +151,6 @@ def clone_layers(
     previous = keras.config.dtype_policy()
     if dtype is not None:
         keras.config.set_dtype_policy(dtype)
-    _CLONING.append(1)
-    new_model = None
     try:
         try:
             new_model = keras.models.clone_model(
@@ -167,29 +164,11 @@ def clone_layers(
             elif isinstance(original, keras.layers.Layer) and original.weights:
                 _copy_plain_weights(original, new)
     finally:
-        _CLONING.pop()
         for _, new, _ in clones.values():
-            layers = new._flatten_layers() if isinstance(new, keras.layers.Layer) else []
-            for layer in layers:
+            for layer in new._flatten_layers() if isinstance(new, keras.layers.Layer) else []:
                 if getattr(layer.__dict__.get("add_weight"), "_tsp_seed", False):
                     del layer.__dict__["add_weight"]
-                for variable in layer.weights:  # copy_variables copies them again
-                    _SEEDED.pop(id(variable), None)
     return new_model
-
-
-#: id(new variable) -> weak references to it and to the variable whose value it was
-#: created with: copy_variables skips that pair (Keras variables are unhashable)
-_SEEDED: dict[int, tuple[weakref.ref, weakref.ref]] = {}
-#: clone_layers calls in progress (only they register seeded pairs)
-_CLONING: list[int] = []
-
-
-def _seeded_from(variable: keras.Variable) -> keras.Variable | None:
-    entry = _SEEDED.get(id(variable))
-    if entry is None or entry[0]() is not variable:
-        return None
-    return entry[1]()
 
 
 def seed_weights(layer: keras.layers.Layer, sources: Sequence[keras.Variable]) -> None:
@@ -200,10 +179,10 @@ def seed_weights(layer: keras.layers.Layer, sources: Sequence[keras.Variable]) -
     ones included, only for :func:`copy_variables` to overwrite them; on ResNet50 the
     random kernels cost a third of a clone. Seeded, each weight that
     ``layer.add_weight`` creates with the name and shape of one of ``sources`` (names
-    unique among them) starts with that source's value, cast to its dtype, and until
-    :func:`clone_layers` returns, :func:`copy_variables` from that source to it is a
-    no-op. Any other weight is initialized as usual (and copied). :func:`clone_layers`
-    removes the hooks once the clone is built.
+    unique among them) starts with that source's value, cast to its dtype; any other
+    weight is initialized as usual. The copy that follows stays (it is cheap, and covers
+    whatever was not seeded). :func:`clone_layers` removes the hooks once the clone is
+    built.
     """
     named: dict[str, keras.Variable | None] = {}
     for source in sources:
@@ -220,15 +199,7 @@ def seed_weights(layer: keras.layers.Layer, sources: Sequence[keras.Variable]) -
             value = source.value
             return value if dtype is None else keras.ops.cast(value, dtype)
 
-        variable = build_weight(layer, **{**kwargs, "initializer": initializer})
-        if not _CLONING:
-            return variable
-        key = id(variable)
-        _SEEDED[key] = (
-            weakref.ref(variable, lambda _: _SEEDED.pop(key, None)),
-            weakref.ref(source),
-        )
-        return variable
+        return build_weight(layer, **{**kwargs, "initializer": initializer})
 
     add_weight._tsp_seed = True
     object.__setattr__(layer, "add_weight", add_weight)
@@ -270,8 +241,6 @@ def copy_variables(sources: list[keras.Variable], targets: list[keras.Variable])
                 f"copy_variables: {src.path!r} has shape {tuple(src.shape)}, its target "
                 f"{dst.path!r} {tuple(dst.shape)}"
             )
-        if _seeded_from(dst) is src:  # created with src's value (seed_weights)
-            continue
         value = src.value
         if src.dtype != dst.dtype:
             value = keras.ops.cast(value, dst.dtype)
