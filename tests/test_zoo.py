@@ -20,8 +20,8 @@ _spec.loader.exec_module(zoo)
 
 # (architecture, method): every method once or more, and every family of zoo.FAMILIES once
 # (the suite's time budget; ResNet50V2 shares ResNet50's family); the small members come
-# from zoo.tiny_model (InceptionV3, NASNet and Xception: their first cells or blocks under a
-# new classifier).
+# from zoo.tiny_model (MobileNet, EfficientNetB0, InceptionV3, NASNet and Xception: their
+# first blocks or cells under a new classifier; tracing time grows with the layer count).
 # The whole matrix runs in the benchmark (benchmarks/results/zoo/).
 CASES = [
     ("ResNet50", "magnitude_1x16"),
