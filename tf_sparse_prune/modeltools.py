@@ -152,22 +152,18 @@ def clone_layers(
     if dtype is not None:
         keras.config.set_dtype_policy(dtype)
     try:
-        try:
-            new_model = keras.models.clone_model(
-                model, clone_function=clone_function, recursive=True
-            )
-        finally:
-            keras.config.set_dtype_policy(previous)
-        for original, new, replaced in clones.values():
-            if replaced:
-                copy_weights(original, new)
-            elif isinstance(original, keras.layers.Layer) and original.weights:
-                _copy_plain_weights(original, new)
+        new_model = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
     finally:
-        for _, new, _ in clones.values():
+        keras.config.set_dtype_policy(previous)
+        for _, new, _ in clones.values():  # the seeding hooks (seed_weights) are spent
             for layer in new._flatten_layers() if isinstance(new, keras.layers.Layer) else []:
                 if getattr(layer.__dict__.get("add_weight"), "_tsp_seed", False):
                     del layer.__dict__["add_weight"]
+    for original, new, replaced in clones.values():
+        if replaced:
+            copy_weights(original, new)
+        elif isinstance(original, keras.layers.Layer) and original.weights:
+            _copy_plain_weights(original, new)
     return new_model
 
 
