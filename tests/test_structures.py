@@ -90,6 +90,35 @@ def test_to_blocks_and_expand_round_trip(case, sname):
     )
 
 
+@pytest.mark.parametrize(
+    ("case", "sname"), [*APPLICABLE, ("padded", "1x16"), ("padded", "block8x4")]
+)
+def test_apply_is_the_kernel_times_the_expanded_mask_in_value_and_gradient(case, sname):
+    import tensorflow as tf
+
+    structure = STRUCTURES[sname]
+    rng = np.random.default_rng(2)
+    if case == "padded":  # 20 output channels, 6 inputs: partial last row and column
+        structure = type(structure).from_config({**structure.get_config(), "pad": True})
+        kernel, depthwise = rng.standard_normal((3, 3, 6, 20)).astype(np.float32), False
+    else:
+        layer, depthwise = built_layer(case)
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+    grid = rng.random(structure.grid_shape(kernel.shape, depthwise)).astype(np.float32)
+    reference = kernel * np.asarray(structure.expand(grid, kernel.shape, depthwise))
+    np.testing.assert_array_equal(structure.apply(kernel, grid, depthwise), reference)
+    k, g = tf.Variable(kernel), tf.Variable(grid)
+    upstream = rng.standard_normal(kernel.shape).astype(np.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        mine = tf.reduce_sum(structure.apply(k, g, depthwise) * upstream)
+        ref = tf.reduce_sum(k * structure.expand(g, kernel.shape, depthwise) * upstream)
+    np.testing.assert_allclose(mine.numpy(), ref.numpy(), rtol=1e-5)
+    for var in (k, g):
+        np.testing.assert_allclose(
+            tape.gradient(mine, var), tape.gradient(ref, var), rtol=1e-5, atol=1e-6
+        )
+
+
 def test_tensor_and_numpy_paths_agree():
     structure = tsp.Block(8, 4)
     kernel = np.random.default_rng(0).standard_normal((3, 3, 8, 16)).astype(np.float32)

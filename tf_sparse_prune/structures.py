@@ -135,6 +135,15 @@ class Structure(Configurable):
         """Grid-shaped mask -> kernel-shaped mask (works on numpy and tensors)."""
         raise NotImplementedError
 
+    def apply(self, kernel, block_mask, depthwise: bool = False):
+        """``kernel * expand(block_mask)`` (numpy or tensors, value and gradient).
+
+        The forward pass of every pruned layer runs this each step. Structures whose
+        blocks are a reshape of the kernel multiply by the grid through broadcasting,
+        which never writes the kernel-sized mask.
+        """
+        return kernel * _like(self.expand(block_mask, tuple(kernel.shape), depthwise), kernel)
+
     def reduce(self, kernel, depthwise: bool = False, scorer=None) -> np.ndarray:
         """Kernel -> grid-shaped block scores (``scorer`` defaults to the L2 norm)."""
         from tf_sparse_prune.scoring import L2Norm
@@ -270,6 +279,13 @@ def _canon_pad(kernel, canon, padded):
     return k
 
 
+def _like(mask, kernel):
+    """``mask`` in ``kernel``'s dtype where both are tensors (numpy promotes by itself)."""
+    if isinstance(kernel, np.ndarray) or isinstance(mask, np.ndarray):
+        return mask
+    return keras.ops.cast(mask, kernel.dtype)
+
+
 def _uncanon(mask, canon, padded, kernel_shape):
     if padded != canon:
         mask = mask[: canon[0], : canon[1], : canon[2]]
@@ -379,6 +395,17 @@ class Block(Structure):
         m = xp.reshape(m, padded)
         return _uncanon(m, canon, padded, kernel_shape)
 
+    def apply(self, kernel, block_mask, depthwise=False):
+        canon = canonical_shape(kernel.shape, depthwise)
+        t, i, o = self._padded(canon)
+        if (t, i, o) != canon:  # the last row or column is partial: no plain reshape
+            return super().apply(kernel, block_mask, depthwise)
+        xp = _xp(kernel)
+        m = xp.transpose(_like(block_mask, kernel), (1, 0))
+        m = xp.reshape(m, (1, i // self.n_in, 1, o // self.n_out, 1))
+        k = xp.reshape(kernel, (t, i // self.n_in, self.n_in, o // self.n_out, self.n_out))
+        return xp.reshape(k * m, tuple(kernel.shape))
+
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class OneByN(Block):
@@ -440,6 +467,12 @@ class OutputChannel(Structure):
         _t, _i, o = canon = canonical_shape(kernel_shape, depthwise)
         m = xp.broadcast_to(xp.reshape(block_mask, (1, 1, o)), canon)
         return xp.reshape(m, tuple(int(d) for d in kernel_shape))
+
+    def apply(self, kernel, block_mask, depthwise=False):
+        xp = _xp(kernel)
+        canon = canonical_shape(kernel.shape, depthwise)
+        k = xp.reshape(kernel, canon) * xp.reshape(_like(block_mask, kernel), (1, 1, canon[2]))
+        return xp.reshape(k, tuple(kernel.shape))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

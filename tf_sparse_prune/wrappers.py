@@ -148,13 +148,6 @@ class PruneWrapper(keras.layers.Wrapper):
         """``(kernel variable, depthwise)`` for each pruned kernel."""
         return self._targets
 
-    def expanded_mask(self, index: int = 0):
-        """The kernel-shaped mask of kernel ``index`` (a tensor, for the forward pass)."""
-        var, depthwise = self._targets[index]
-        return self.structure.expand(
-            keras.ops.convert_to_tensor(self.masks[index]), tuple(var.shape), depthwise
-        )
-
     def expanded_mask_numpy(self, index: int = 0) -> np.ndarray:
         """The kernel-shaped mask of kernel ``index`` as a numpy array."""
         var, depthwise = self._targets[index]

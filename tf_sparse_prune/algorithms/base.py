@@ -109,7 +109,8 @@ class PruningAlgorithm:
         self, wrapper: PruneWrapper, index: int, kernel: Any, training: bool | None
     ) -> Any:
         """The kernel the wrapped layer computes with (default: hard mask, zero gradient)."""
-        return keras.ops.multiply(kernel, wrapper.expanded_mask(index))
+        grid = keras.ops.convert_to_tensor(wrapper.masks[index])
+        return wrapper.structure.apply(kernel, grid, wrapper.targets[index][1])
 
     def loss(self, wrapper: PruneWrapper) -> Any | None:
         """An extra loss term added by the wrapper in training, or ``None``."""

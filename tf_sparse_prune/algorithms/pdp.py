@@ -172,9 +172,7 @@ class PDP(PruningAlgorithm):
         soft = self._soft_grid(wrapper, index, kernel, wrapper.pdp_ratio)
         mask = keras.ops.convert_to_tensor(wrapper.masks[index])
         grid = soft_flag * keras.ops.cast(soft, "float32") + (1.0 - soft_flag) * mask
-        var, depthwise = wrapper.targets[index]
-        expanded = wrapper.structure.expand(grid, tuple(var.shape), depthwise)
-        return kernel * keras.ops.cast(expanded, kernel.dtype)
+        return wrapper.structure.apply(kernel, grid, wrapper.targets[index][1])
 
     def hard_masks(self, wrappers, ratio: float) -> None:
         """Stores ``m >= 0.5`` at ``ratio`` in every wrapper's masks."""

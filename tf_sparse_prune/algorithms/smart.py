@@ -370,9 +370,7 @@ class SMART(PruningAlgorithm):
         search = keras.ops.cast(keras.ops.equal(wrapper.smart_phase, 1.0), "float32")
         mask = keras.ops.convert_to_tensor(wrapper.masks[index])
         grid = search * keras.ops.cast(soft, "float32") + (1.0 - search) * mask
-        var, depthwise = wrapper.targets[index]
-        expanded = wrapper.structure.expand(grid, tuple(var.shape), depthwise)
-        return kernel * keras.ops.cast(expanded, kernel.dtype)
+        return wrapper.structure.apply(kernel, grid, wrapper.targets[index][1])
 
     # ---- numpy helpers (callbacks) -------------------------------------------------------
     def _entries(self, wrappers):

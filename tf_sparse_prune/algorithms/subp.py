@@ -319,49 +319,44 @@ class SUBP(PruningAlgorithm):
     def effective_kernel(self, wrapper, index, kernel, training):
         """``kernel * mask`` in value; gradient 1 everywhere while soft, ``mask`` once final."""
         grid = keras.ops.convert_to_tensor(wrapper.masks[index])
-        soft = keras.ops.cast(wrapper.subp_soft, grid.dtype)
-        mask = self._expand(wrapper, index, grid, kernel.dtype)
+        soft = keras.ops.greater(wrapper.subp_soft, 0.5)
+        structure, depthwise = wrapper.structure, wrapper.targets[index][1]
 
         # A custom gradient, not the straight-through identity
-        # ``k * through + stop_gradient(k * mask - k * through)``: the kernel-sized work
-        # is one product each way, and ``through`` is formed on the (small) block grid.
+        # ``k * through + stop_gradient(k * mask - k * through)``: one kernel-sized product
+        # forward, and backward none while soft (the gradient passes through) or one.
         @tf.custom_gradient
         def straight_through(k):
             def grad(upstream):
-                through = grid + soft * (1.0 - grid)  # 1 (soft) or the mask (hard)
-                return upstream * self._expand(wrapper, index, through, upstream.dtype)
+                return tf.cond(
+                    soft, lambda: upstream, lambda: structure.apply(upstream, grid, depthwise)
+                )
 
-            return k * mask, grad
+            return structure.apply(k, grid, depthwise), grad
 
         # a tensor, not the variable Keras passes as its value (custom_gradient would
         # then ask for the variable's gradient separately)
         return straight_through(tf.convert_to_tensor(kernel))
-
-    @staticmethod
-    def _expand(wrapper, index, grid, dtype):
-        var, depthwise = wrapper.targets[index]
-        expanded = wrapper.structure.expand(grid, tuple(var.shape), depthwise)
-        return keras.ops.cast(expanded, dtype)
 
     def loss(self, wrapper) -> Any | None:
         """``masked_decay / 2 * sum((1 - M) * W^2)`` in the soft phase (0 once final)."""
         if self.masked_decay == 0:
             return None
         total = 0.0
-        for i, (var, _) in enumerate(wrapper.targets):
+        for i, (var, depthwise) in enumerate(wrapper.targets):
             kernel = tf.convert_to_tensor(var)
-            grid = keras.ops.convert_to_tensor(wrapper.masks[i])
-            unmasked = self._expand(wrapper, i, 1.0 - grid, kernel.dtype)
+            unmasked = 1.0 - keras.ops.convert_to_tensor(wrapper.masks[i])
 
-            # value and gradient (``(1 - M) * W``) from one kernel-sized product
+            # value and gradient (``(1 - M) * W``) from one kernel-sized product: with a 0/1
+            # mask, ``(1 - M) W^2 = ((1 - M) W)^2``
             @tf.custom_gradient
-            def half_square(k, unmasked=unmasked):
-                uk = unmasked * k
+            def half_square(k, unmasked=unmasked, depthwise=depthwise):
+                uk = wrapper.structure.apply(k, unmasked, depthwise)
 
                 def grad(upstream):
                     return upstream * uk
 
-                return 0.5 * tf.reduce_sum(uk * k), grad
+                return tf.nn.l2_loss(uk), grad
 
             total = total + half_square(kernel)
         return self.masked_decay * keras.ops.cast(wrapper.subp_soft, "float32") * total
