@@ -198,6 +198,16 @@ class StepTimer:
 
 
 def run_variant(name, factory, data, epochs, train_size, seed, verbose):
+    """Trains one variant and returns its row (see :func:`train_variant`)."""
+    return train_variant(name, factory, data, epochs, train_size, seed, verbose)[1]
+
+
+def train_variant(name, factory, data, epochs, train_size, seed, verbose, build=None):
+    """Trains one variant with the recipe; returns ``(stripped model, row)``.
+
+    ``build`` makes the dense model (default: ``tsp.models.fashion_cnn``); its stem and
+    classifier stay dense, as the recipe's.
+    """
     import keras
     import tensorflow as tf
 
@@ -207,7 +217,7 @@ def run_variant(name, factory, data, epochs, train_size, seed, verbose):
     x, y = x[:train_size], y[:train_size]
     keras.utils.set_random_seed(seed)
     spe = recipe.steps_per_epoch(train_size)
-    model = tsp.models.fashion_cnn()
+    model = (build or tsp.models.fashion_cnn)()
     pruner, callbacks = None, []
     if factory is not None:
         pruner = factory(recipe.prune_steps(train_size, epochs=epochs), epochs)
@@ -261,7 +271,7 @@ def run_variant(name, factory, data, epochs, train_size, seed, verbose):
         "layer_sparsity": {r.layer: round(r.sparsity, 4) for r in report},
         "jit_compile": False,
     }
-    return row
+    return final, row
 
 
 def merge_rows(path: Path, rows: list[dict]) -> None:
