@@ -200,3 +200,20 @@ def test_resnet_overhead_rows_are_checked_against_their_targets(results):
     row = "| after | abc1234 | magnitude_1x16_0.75 | 1.051 | 1.040 | 1.030 | 1.05 | **no** |"
     assert row in text
     assert "| after | abc1234 | smart_1x16_0.7 | 1.19 | 1.10 | 1.2 | yes | 0.90 |" in text
+
+
+def test_quantized_table_flags_a_sparsity_where_one_seed_loses_more_than_half_a_point(results):
+    def row(sparsity, seed, fp32, int8):
+        return {
+            "model": "fashion_cnn", "sparsity": sparsity, "seed": seed, "epochs": 8,
+            "fp32_tflite_acc": fp32, "int8_tflite_acc": int8, "dynamic_tflite_acc": fp32,
+            "int8_minus_fp32_points": 100 * (int8 - fp32), "int8_zeros_preserved": True,
+            "cpu": "AMD EPYC",
+        }  # fmt: skip
+
+    rows = [row(0.75, 0, 0.90, 0.899), row(0.75, 1, 0.90, 0.902), row(0.9, 0, 0.88, 0.87)]
+    (results / "quantized_accuracy.json").write_text(json.dumps(rows))
+    lines = [ln for ln in make_table.quantized_table().splitlines() if ln.startswith("| fashion")]
+    assert len(lines) == 2
+    assert "| 0.75 | 2 |" in lines[0] and "-0.10, +0.20 | -0.10 | yes |" in lines[0]
+    assert "| 0.9 | 1 |" in lines[1] and "| -1.00 | **no** |" in lines[1]
