@@ -126,6 +126,15 @@ def temperature_at(step: int, length: int, initial: float, final: float) -> floa
     return float(initial * (final / initial) ** frac)
 
 
+def _temperature_tensor(step, length, initial: float, final: float) -> tf.Tensor:
+    """:func:`temperature_at` on int64 tensors, in float64 (the same operations, so the
+    same values: an exact quotient of integers, then ``initial * ratio ** frac``)."""
+    last = tf.maximum(length - 1, 1)
+    frac = tf.cast(tf.clip_by_value(step, 0, last), tf.float64) / tf.cast(last, tf.float64)
+    tau = tf.constant(initial, tf.float64) * tf.pow(tf.constant(final / initial, tf.float64), frac)
+    return tf.where(length <= 1, tf.constant(final, tf.float64), tau)
+
+
 def _check_number(name: str, value: Any, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"SMART: {name}={value!r} is invalid; it must be a number > 0")
@@ -230,6 +239,7 @@ class SMART(PruningAlgorithm):
         # (graph, {key: tensor}): what one traced graph computes once and shares
         self._memo: tuple | None = None
         self._compiled: tuple | None = None
+        self._batch_end: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
     @property
@@ -535,17 +545,36 @@ class SMART(PruningAlgorithm):
             self.refresh_threshold(wrappers)
 
     def on_train_batch_end(self, wrappers, step):
-        state = wrappers[0].read_states()  # one read from the device per batch
-        if int(state["smart_phase"]) != PHASES["search"]:
-            return
-        s = int(state["smart_search_step"]) + 1
-        length = int(state["smart_search_length"])
-        tau = self.temperature(s, length)
-        if self.nm:
-            self._set_all(wrappers, "smart_search_step", s)
-            self._set_all(wrappers, "smart_temperature", tau)
-            return
-        self._advance(wrappers)(tf.constant(tau, tf.float64), tf.constant(s, tf.int64))
+        self._batch_end_step(wrappers)()
+
+    def _batch_end_step(self, wrappers):
+        """The compiled end of a batch, over all ``wrappers``: in the search, the next
+        batch's step and temperature (and, for a global budget, :meth:`_advance`); outside
+        it nothing. The phase and step are read on the device: no per-batch host trip."""
+        key = tuple(id(w) for w in wrappers)
+        if self._batch_end is not None and self._batch_end[0] == key:
+            return self._batch_end[1]
+        w0 = wrappers[0]
+        advance = None if self.nm else self._advance(wrappers)
+        initial, final = self.initial_temperature, self.final_temperature
+
+        def search():
+            s = w0.smart_search_step.value + 1
+            tau = _temperature_tensor(s, w0.smart_search_length.value, initial, final)
+            if advance is not None:
+                advance(tau, s)
+            else:
+                for w in wrappers:
+                    w.assign_states({"smart_search_step": s, "smart_temperature": tau})
+            return tf.constant(True)
+
+        @tf.function
+        def batch_end():
+            in_search = tf.equal(w0.smart_phase.value, float(PHASES["search"]))
+            tf.cond(in_search, search, lambda: tf.constant(False))
+
+        self._batch_end = (key, batch_end)
+        return batch_end
 
     def on_epoch_end(self, wrappers, epoch, logs):
         phase = int(wrappers[0].smart_phase.numpy())
