@@ -38,6 +38,24 @@ def small_cnn(channels=(32, 32), dense_units=10, input_shape=(12, 12, 3), name="
     return keras.Model(inp, out, name=name)
 
 
+def export_cnn():
+    """A Sequential model with every kernel type an export meets: a conv whose BatchNorm
+    the converter folds (``c0``), a depthwise conv (``dw``), a 1x1 conv (``pw``) and a
+    dense layer (``fc``), on 10x10x3 inputs, 16 outputs."""
+    return keras.Sequential(
+        [
+            keras.Input((10, 10, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", name="c0"),
+            keras.layers.BatchNormalization(name="bn0"),
+            keras.layers.ReLU(),
+            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+            keras.layers.Conv2D(32, 1, name="pw"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(16, name="fc"),
+        ]
+    )
+
+
 def random_data(n=64, input_shape=(12, 12, 3), classes=10, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, *input_shape)).astype("float32")

@@ -8,7 +8,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 import tf_sparse_prune as tsp
-from tests.helpers import compile_for_classification, random_data, small_cnn
+from tests.helpers import compile_for_classification, export_cnn, random_data, small_cnn
 from tf_sparse_prune.report import detect_structure
 from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
 
@@ -16,18 +16,7 @@ from tf_sparse_prune.wrappers import PruneWrapper, collect_wrappers
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(7)
-    model = keras.Sequential(
-        [
-            keras.Input((10, 10, 3)),
-            keras.layers.Conv2D(32, 3, padding="same", name="c0"),
-            keras.layers.BatchNormalization(name="bn0"),
-            keras.layers.ReLU(),
-            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
-            keras.layers.Conv2D(32, 1, name="pw"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(16, name="fc"),
-        ]
-    )
+    model = export_cnn()
     # a 1x16 depthwise row holds one block, which the default floor keeps: lift its row
     # guarantee so the depthwise zeros are exported too
     pruner = tsp.Magnitude(

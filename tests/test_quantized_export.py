@@ -7,25 +7,14 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import tf_sparse_prune as tsp
-from tests.helpers import compile_for_classification, random_data
+from tests.helpers import compile_for_classification, export_cnn, random_data
 
 
 @pytest.fixture(scope="module")
 def final():
     """A stripped 1x16 model with a conv, a BatchNorm to fold, a depthwise conv and a dense."""
     keras.utils.set_random_seed(3)
-    model = keras.Sequential(
-        [
-            keras.Input((10, 10, 3)),
-            keras.layers.Conv2D(32, 3, padding="same", name="c0"),
-            keras.layers.BatchNormalization(name="bn0"),
-            keras.layers.ReLU(),
-            keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
-            keras.layers.Conv2D(32, 1, activation="relu", name="pw"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(16, name="fc"),
-        ]
-    )
+    model = export_cnn()
     pruner = tsp.Magnitude(0.75, tsp.OneByN(16), schedule=tsp.ConstantSparsity(0.75, 0, 2))
     pruned = tsp.prune_model(model, pruner, layers=["c0", "pw", "fc"])
     x, y = random_data(64, (10, 10, 3), classes=16)
