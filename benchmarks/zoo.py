@@ -595,7 +595,8 @@ def run(
         record["status"] = record["failures"][0] if record["failures"] else "ok"
     except Exception as e:
         record["status"] = f"{step}: {type(e).__name__}: {_truncate(e)}"
-        record["traceback"] = traceback.format_exc()[-4000:]
+        # paths relative to the checkout, so a record names no machine's directories
+        record["traceback"] = traceback.format_exc().replace(f"{HERE.parent}/", "")[-4000:]
     if progress is not None:
         progress(record)
     return record
