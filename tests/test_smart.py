@@ -153,11 +153,13 @@ def test_temperature_decays_geometrically_from_initial_to_final():
 
 
 class _Record(keras.callbacks.Callback):
+    """The phase and temperature each batch trained with (set inside its train step)."""
+
     def __init__(self):
         super().__init__()
         self.taus = []
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         w = collect_wrappers(self.model)[0]
         self.taus.append((int(w.smart_phase.numpy()), float(w.smart_temperature.numpy())))
 
@@ -205,6 +207,49 @@ def test_phases_temperature_per_batch_logs_and_an_exact_final_mask():
     for w in wrappers:
         kernel = final.get_layer(w.layer.name).kernel.numpy()
         assert np.array_equal(kernel == 0, w.expanded_mask_numpy() == 0)
+
+
+class _RootCheck(keras.callbacks.Callback):
+    """At each batch's begin, the scores its forward pass will see; at its end, the stored
+    threshold and temperature: ``sum(s f) = K`` must hold for those scores."""
+
+    def __init__(self, pruner):
+        super().__init__()
+        self.pruner = pruner
+        self.errors = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        wrappers = collect_wrappers(self.model)
+        self.scores = [v.numpy().copy() for w in wrappers for v in w.smart_scores]
+
+    def on_train_batch_end(self, batch, logs=None):
+        wrappers = collect_wrappers(self.model)
+        w0 = wrappers[0]
+        if int(w0.smart_phase.numpy()) != 1:
+            return
+        t, tau = float(w0.smart_threshold.numpy()), float(w0.smart_temperature.numpy())
+        kept = soft = 0.0
+        for w, m in zip(wrappers, self.scores, strict=True):
+            protected = self.pruner.floor.protected(m, w.smart_sizes[0], w.smart_rows[0])
+            f = 0.5 + 0.5 * np.tanh((m.astype(np.float64) + t) / (2 * tau))  # the sigmoid
+            f = np.where(protected, 1.0, f)
+            soft += float(np.sum(w.smart_sizes[0] * f))
+            kept += float(np.sum(w.smart_sizes[0]))
+        self.errors.append(abs(soft - (1 - self.pruner.sparsity) * kept) / kept)
+
+
+def test_each_step_solves_the_threshold_in_the_train_step_for_the_scores_it_sees():
+    """No callback runs between batches: the train step itself advances the temperature
+    and solves t for the scores its forward pass reads (updated by the previous step)."""
+    pruner = SMART(0.6, tsp.OneByN(16), search_epochs=2, initial_temperature=0.5)
+    check = _RootCheck(pruner)
+    assert "on_train_batch_end" not in vars(SMART)  # nothing runs between batches
+    pruned, _ = _fit_cnn(pruner, epochs=2, callbacks=[check])
+    assert len(check.errors) == 8
+    assert max(check.errors) < 2e-4  # the solver's tolerance, 1e-4 of K
+    # the scores did move between batches, so each step's solve had work to do
+    w = collect_wrappers(pruned)[0]
+    assert not np.array_equal(w.smart_scores[0].numpy(), check.scores[0])
 
 
 def test_training_under_xla_gives_finite_weights_and_the_final_mask():

@@ -16,16 +16,19 @@ layer's best up to ``min_fraction`` of its weights): their soft mask is 1, their
 sizes leave the sum and the budget ``K``, and the same blocks are kept by the final
 hard top-k. The solve is the one global solve over the other blocks.
 
-**Global coupling (design and exactness).** ``t`` couples all layers. It is not
-recomputed inside the forward pass: after every optimizer step (and when the
-search starts) one compiled step solves for ``t`` in float64 over the
-concatenated scores of all layers at the current temperature (exactly
-:func:`soft_topk`'s solver) and stores it in each wrapper (``smart_threshold``),
-with the score projection and the temperature: no scores leave the device.
-Scores change only in optimizer steps, so the stored ``t`` is the root for the
-scores the next forward pass sees. With ``t`` held fixed, autodiff would give
-``dL/dm_j = v_j g_j`` only, missing the implicit term of ``t(m)``. Each wrapper
-therefore computes with ``t + h`` where::
+**Global coupling (design and exactness).** ``t`` couples all layers. It is solved
+once per training step, inside the compiled train step, at the start of the first
+wrapper's forward pass: when an optimizer step has run since the last solve, the next
+search step's temperature is set and ``t`` is solved in float64 over the concatenated
+scores of all layers (exactly :func:`soft_topk`'s solver, warm-started at the previous
+root) and stored in each wrapper (``smart_threshold``), with the step it serves
+(``smart_solved_step``): no scores leave the device and no call runs between batches.
+The scores' projection onto the score box is a weight constraint, applied by the
+optimizer right after each update. So the stored ``t`` is the root for the scores the
+forward pass sees. Before validation and at an epoch's end the callback runs a pending
+update at once (``catch_up``), so both see the state of the updated scores. With ``t``
+held fixed, autodiff would give ``dL/dm_j = v_j g_j`` only, missing the implicit term
+of ``t(m)``. Each wrapper therefore computes with ``t + h`` where::
 
     h = sum_{blocks j of all layers} stop_gradient(-s_j v_j / sum_i s_i v_i)
                                      * (m_j - stop_gradient(m_j))
@@ -37,10 +40,11 @@ all layers, and the score gradient is ``v_j (g_j - s_j sum_i g_i v_i / sum_i s_i
 Prop. 2.2's closed form over the concatenation, exact up to float rounding and the
 bisection tolerance of ``t`` (``1e-4 * K`` in the sum). The test compares it with
 ``soft_topk`` on the concatenated scores. Inside one traced train step ``h`` is
-built once and shared (cached per ``FuncGraph``); in eager mode each wrapper
-rebuilds it. The coupling is installed by the callbacks (``on_train_begin``); a
-forward pass outside ``fit`` uses the stored ``t`` without the implicit term. The
-callback must see every batch, so ``steps_per_execution`` must be 1 (checked).
+built once and shared (cached per ``FuncGraph``), like each kernel's floor, which the
+solve and the forward pass both read; in eager mode each wrapper rebuilds them. The
+coupling is installed by the callbacks (``on_train_begin``); a forward pass outside
+``fit`` uses the stored ``t`` without the implicit term. The callback sets the step
+before every batch, so ``steps_per_execution`` must be 1 (checked).
 
 **Flow (Algorithm 1).** Epochs ``[0, pretrain_epochs)``: dense. The next
 ``search_epochs``: soft mask, the temperature decaying every batch,
@@ -66,9 +70,9 @@ by the hard mask: the current hard top-k in the search) and ``smart_soft_hard_ga
 (the size-weighted mean ``|f - hard|``; 0 outside the search).
 
 State (all saved with the model): scores, ``smart_temperature`` and
-``smart_threshold`` (float64), ``smart_phase``, ``smart_epoch`` (epochs begun),
-``smart_search_step`` and ``smart_search_length`` (``S``); a resumed run continues the
-schedule exactly.
+``smart_threshold`` (float64), ``smart_solved_step``, ``smart_phase``, ``smart_epoch``
+(epochs begun), ``smart_search_step`` and ``smart_search_length`` (``S``); a resumed
+run continues the schedule exactly.
 
 Example:
     >>> import keras, numpy as np, tf_sparse_prune as tsp
@@ -133,6 +137,20 @@ def _temperature_tensor(step, length, initial: float, final: float) -> tf.Tensor
     frac = tf.cast(tf.clip_by_value(step, 0, last), tf.float64) / tf.cast(last, tf.float64)
     tau = tf.constant(initial, tf.float64) * tf.pow(tf.constant(final / initial, tf.float64), frac)
     return tf.where(length <= 1, tf.constant(final, tf.float64), tau)
+
+
+class _ScoreBox(keras.constraints.Constraint):
+    """The projection of mask scores onto ``[-bound, bound]`` (a weight constraint, so
+    the optimizer applies it right after each update, inside the train step)."""
+
+    def __init__(self, bound: float):
+        self.bound = float(bound)
+
+    def __call__(self, w):
+        return keras.ops.clip(w, -self.bound, self.bound)
+
+    def get_config(self) -> dict:
+        return {"bound": self.bound}
 
 
 def _check_number(name: str, value: Any, positive: bool = True) -> float:
@@ -235,11 +253,11 @@ class SMART(PruningAlgorithm):
             )
         self.mask_optimizer = mask_optimizer
         self.score_bound = _check_number("score_bound", score_bound)
-        self._coupled: list = []
+        self._coupled: list = []  # wrappers whose forward pass carries the coupling
+        self._driven: list = []  # wrappers whose training steps advance the search
         # (graph, {key: tensor}): what one traced graph computes once and shares
         self._memo: tuple | None = None
         self._compiled: tuple | None = None
-        self._batch_end: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
     @property
@@ -263,6 +281,8 @@ class SMART(PruningAlgorithm):
         wrapper.add_state("smart_search_length", 0, "int64")
         wrapper.add_state("smart_temperature", self.initial_temperature, "float64")
         wrapper.add_state("smart_threshold", 0.0, "float64")
+        # the pruning step whose forward pass the stored threshold and temperature serve
+        wrapper.add_state("smart_solved_step", -1, "int64")
         scores, sizes, rows = [], [], []
         for i, (var, depthwise) in enumerate(wrapper.targets):
             if self.nm:
@@ -274,6 +294,9 @@ class SMART(PruningAlgorithm):
                     shape=wrapper.structure.grid_shape(shape, depthwise),
                     initializer="ones",
                     regularizer=None,
+                    # the projection onto the score box, applied by the optimizer right
+                    # after each update, inside the train step
+                    constraint=_ScoreBox(self.score_bound),
                     trainable=True,
                     dtype="float32",
                 )
@@ -319,10 +342,12 @@ class SMART(PruningAlgorithm):
         sigmoid per kernel and step serves the forward pass, the coupling and the backward
         pass.
         """
+        coupled = training and any(w is wrapper for w in self._coupled)
+        if coupled:  # first: the step's solve may update the state read below
+            h, parts = self._coupling()
         m32 = tf.convert_to_tensor(wrapper.smart_scores[index])
         kept = tf.stop_gradient(self._kept(wrapper, index, m32))
-        if training and any(w is wrapper for w in self._coupled):
-            h, parts = self._coupling()
+        if coupled:
             f, slope = parts[(id(wrapper), index)]
             m = tf.cast(m32, tf.float64)
             f = f + slope * ((m - tf.stop_gradient(m)) + h)
@@ -335,16 +360,15 @@ class SMART(PruningAlgorithm):
     def _coupling(self):
         """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores, and
         ``{(id(wrapper), index): (f, slope)}``: each kernel's sigmoid and its slope in ``m``
-        (both without gradient)."""
+        (both without gradient), at this step's threshold and temperature."""
         memo = self._graph_memo()
         if memo is not None and "coupling" in memo:
             return memo["coupling"]
+        t, tau = self._step_state()
         num = tf.constant(0.0, tf.float64)
         den = tf.constant(0.0, tf.float64)
         parts = {}
         for w in self._coupled:
-            tau = tf.convert_to_tensor(w.smart_temperature)
-            t = tf.convert_to_tensor(w.smart_threshold)
             for i, (var, sizes) in enumerate(zip(w.smart_scores, w.smart_sizes, strict=True)):
                 m32 = tf.convert_to_tensor(var)
                 m = tf.cast(m32, tf.float64)
@@ -360,19 +384,103 @@ class SMART(PruningAlgorithm):
             memo["coupling"] = (h, parts)
         return h, parts
 
-    def _nm_soft_grid(self, wrapper, index, kernel):
+    def _step_state(self):
+        """``(t, tau)`` for this training step's forward pass (float64, no gradient).
+
+        The state is brought up to date first, inside the train step: when an optimizer
+        step has run since the last solve (the wrappers' ``pruning_step``, set before
+        each batch, is past ``smart_solved_step``) and the search is on, the next search
+        step's temperature is set and ``t`` is solved for the updated scores. The floor's
+        blocks come from the same per-kernel computation the forward pass uses.
+        """
+        memo = self._graph_memo()
+        if memo is not None and "step" in memo:
+            return memo["step"]
+        wrappers = self._driven
+        w0 = wrappers[0]
+        step = w0.pruning_step.value
+        need = tf.logical_and(
+            tf.equal(w0.smart_phase.value, float(PHASES["search"])),
+            w0.smart_solved_step.value < step,
+        )
+        s = w0.smart_search_step.value + 1
+        length = w0.smart_search_length.value
+        initial, final = self.initial_temperature, self.final_temperature
+        if self.nm:
+            kept = None
+        else:
+            entries = self._entries(wrappers)
+            kept = [
+                self._kept(w, i, tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i])))
+                for w, i in entries
+            ]
+
+        def advance():
+            tau = _temperature_tensor(s, length, initial, final)
+            t = self._solve_and_store(wrappers, kept, tau, s, step)
+            return t, tau
+
+        def keep():
+            return w0.smart_threshold.value, w0.smart_temperature.value
+
+        t, tau = tf.cond(need, advance, keep)
+        result = (tf.stop_gradient(t), tf.stop_gradient(tau))
+        if memo is not None:
+            memo["step"] = result
+        return result
+
+    def _solve_and_store(self, wrappers, kept, tau, step, solved):
+        """Stores ``tau``, the search ``step`` and ``solved`` in every wrapper, and for a
+        global budget solves ``t`` (float64, warm-started at the stored one) with the
+        floor's blocks (``kept``, one grid per kernel) held at 1: their sizes leave the
+        budget and the sum (one solve, so the threshold honours the floor). Returns ``t``.
+        """
+        w0 = wrappers[0]
+        states = {"smart_temperature": tau, "smart_search_step": step, "smart_solved_step": solved}
+        if self.nm:
+            t = tf.constant(0.0, tf.float64)
+        else:
+            entries = self._entries(wrappers)
+            xs, free_sizes = [], []
+            for (w, i), keep in zip(entries, kept, strict=True):
+                sizes = tf.constant(w.smart_sizes[i].reshape(-1))
+                free_sizes.append(tf.where(tf.reshape(keep, [-1]), tf.zeros_like(sizes), sizes))
+                m = tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i]))
+                xs.append(tf.cast(tf.reshape(m, [-1]), tf.float64))
+            sizes = tf.concat(free_sizes, 0)
+            free = tf.reduce_sum(sizes)
+            total = float(sum(float(w.smart_sizes[i].sum()) for w, i in entries))
+            k = tf.minimum(tf.maximum(self._budget(wrappers) - (total - free), 0.5), free)
+            t = tf.cond(
+                free > 0.5,
+                # warm start: one batch moves the root by little
+                lambda: soft_topk_threshold(
+                    tf.concat(xs, 0), k, tau, sizes, start=w0.smart_threshold.value
+                ),
+                lambda: tf.constant(0.0, tf.float64),
+            )
+            states["smart_threshold"] = t
+        for w in wrappers:  # one update of each wrapper's state vector
+            w.assign_states(states)
+        return t
+
+    def _nm_soft_grid(self, wrapper, index, kernel, tau=None):
         _var, depthwise = wrapper.targets[index]
         blocks = wrapper.structure.to_blocks(kernel, depthwise)[..., 0]  # (t, g, o, m)
-        tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
+        if tau is None:
+            tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
         return soft_topk(keras.ops.abs(blocks), self.structure.n, tau)
 
     def effective_kernel(self, wrapper, index, kernel, training):
         """``W * expand(M)``: ``M`` = the soft mask in the search, the stored mask otherwise."""
         if self.nm:  # the bisection runs only while searching
             in_search = keras.ops.equal(wrapper.smart_phase, 1.0)
+            tau = None
+            if training and any(w is wrapper for w in self._driven):
+                _, tau = self._step_state()
             soft = tf.cond(
                 in_search,
-                lambda: self._nm_soft_grid(wrapper, index, kernel),
+                lambda: self._nm_soft_grid(wrapper, index, kernel, tau),
                 lambda: tf.zeros_like(wrapper.masks[index]),
             )
         else:
@@ -391,57 +499,51 @@ class SMART(PruningAlgorithm):
         return (1.0 - self.sparsity) * total
 
     def refresh_threshold(self, wrappers) -> float:
-        """Solves ``t`` for the current scores and temperature and stores it in every wrapper."""
-        if self.nm:
-            return 0.0
+        """Solves ``t`` for the current scores and temperature and stores it in every
+        wrapper, current for the next batch."""
         w0 = wrappers[0]
         return float(
-            self._advance(wrappers)(w0.smart_temperature.value, w0.smart_search_step.value)
+            self._advance(wrappers)(
+                w0.smart_temperature.value, w0.smart_search_step.value, w0.pruning_step.value + 1
+            )
         )
 
-    def _advance(self, wrappers):
-        """The compiled per-batch update of the search, over all ``wrappers`` at once.
+    def catch_up(self, wrappers) -> None:
+        """Runs the update the next training step would begin with, if one is pending
+        (an optimizer step since the last solve, in the search): before validation and
+        at an epoch's end, so they see the state of the updated scores."""
+        w0 = wrappers[0]
+        if int(w0.smart_phase.numpy()) != PHASES["search"]:
+            return
+        step = int(w0.pruning_step.numpy())
+        if int(w0.smart_solved_step.numpy()) > step:
+            return
+        s = int(w0.smart_search_step.numpy()) + 1
+        length = int(w0.smart_search_length.numpy())
+        tau = _temperature_tensor(
+            tf.constant(s, tf.int64),
+            tf.constant(length, tf.int64),
+            self.initial_temperature,
+            self.final_temperature,
+        )
+        self._advance(wrappers)(tau, tf.constant(s, tf.int64), tf.constant(step + 1, tf.int64))
 
-        Called with the batch's temperature and search step, it stores both, projects the
-        scores onto the score box and solves ``t`` with the floor's blocks held at 1: their
-        sizes leave the budget and the sum (one solve, so the threshold honours the floor).
-        One call per batch, no scores copied to the host.
-        """
+    def _advance(self, wrappers):
+        """The compiled host-side update over all ``wrappers`` (the search's start, and
+        :meth:`catch_up`): ``(tau, step, solved) -> t`` by :meth:`_solve_and_store`."""
         key = tuple(id(w) for w in wrappers)
         if self._compiled is not None and self._compiled[0] == key:
             return self._compiled[1]
         entries = self._entries(wrappers)
-        budget = self._budget(wrappers)
-        bound = self.score_bound
 
         @tf.function
-        def advance(tau, step):
-            xs, free_sizes = [], []
-            for w, i in entries:
-                var = w.smart_scores[i]
-                var.assign(tf.clip_by_value(tf.convert_to_tensor(var), -bound, bound))
-                m32 = tf.convert_to_tensor(var)
-                sizes = tf.constant(w.smart_sizes[i].reshape(-1))
-                kept = tf.reshape(self._kept(w, i, m32), [-1])
-                free_sizes.append(tf.where(kept, tf.zeros_like(sizes), sizes))
-                xs.append(tf.cast(tf.reshape(m32, [-1]), tf.float64))
-            sizes = tf.concat(free_sizes, 0)
-            free = tf.reduce_sum(sizes)
-            total = float(sum(float(w.smart_sizes[i].sum()) for w, i in entries))
-            k = tf.minimum(tf.maximum(budget - (total - free), 0.5), free)
-            t = tf.cond(
-                free > 0.5,
-                # warm start: one batch moves the root by little
-                lambda: soft_topk_threshold(
-                    tf.concat(xs, 0), k, tau, sizes, start=wrappers[0].smart_threshold.value
-                ),
-                lambda: tf.constant(0.0, tf.float64),
-            )
-            for w in wrappers:  # one update of each wrapper's state vector
-                w.assign_states(
-                    {"smart_temperature": tau, "smart_search_step": step, "smart_threshold": t}
-                )
-            return t
+        def advance(tau, step, solved):
+            kept = None
+            if not self.nm:
+                kept = [
+                    self._kept(w, i, tf.convert_to_tensor(w.smart_scores[i])) for w, i in entries
+                ]
+            return self._solve_and_store(wrappers, kept, tau, step, solved)
 
         self._compiled = (key, advance)
         return advance
@@ -513,6 +615,7 @@ class SMART(PruningAlgorithm):
                 f"train for at least {needed} epochs or lower search_epochs"
             )
         self._steps = params.get("steps")
+        self._driven = list(wrappers)
         self._coupled = [] if self.nm else list(wrappers)
         self._memo = None
 
@@ -542,41 +645,10 @@ class SMART(PruningAlgorithm):
         self._set_all(wrappers, "smart_phase", float(PHASES["search"]))
         if not self.nm:
             self.init_scores(wrappers)
-            self.refresh_threshold(wrappers)
-
-    def on_train_batch_end(self, wrappers, step):
-        self._batch_end_step(wrappers)()
-
-    def _batch_end_step(self, wrappers):
-        """The compiled end of a batch, over all ``wrappers``: in the search, the next
-        batch's step and temperature (and, for a global budget, :meth:`_advance`); outside
-        it nothing. The phase and step are read on the device: no per-batch host trip."""
-        key = tuple(id(w) for w in wrappers)
-        if self._batch_end is not None and self._batch_end[0] == key:
-            return self._batch_end[1]
-        w0 = wrappers[0]
-        advance = None if self.nm else self._advance(wrappers)
-        initial, final = self.initial_temperature, self.final_temperature
-
-        def search():
-            s = w0.smart_search_step.value + 1
-            tau = _temperature_tensor(s, w0.smart_search_length.value, initial, final)
-            if advance is not None:
-                advance(tau, s)
-            else:
-                for w in wrappers:
-                    w.assign_states({"smart_search_step": s, "smart_temperature": tau})
-            return tf.constant(True)
-
-        @tf.function
-        def batch_end():
-            in_search = tf.equal(w0.smart_phase.value, float(PHASES["search"]))
-            tf.cond(in_search, search, lambda: tf.constant(False))
-
-        self._batch_end = (key, batch_end)
-        return batch_end
+        self.refresh_threshold(wrappers)
 
     def on_epoch_end(self, wrappers, epoch, logs):
+        self.catch_up(wrappers)
         phase = int(wrappers[0].smart_phase.numpy())
         e = int(wrappers[0].smart_epoch.numpy())  # epochs begun, this one included
         gap = 0.0
@@ -656,6 +728,10 @@ class TemperatureSchedule(PruningCallback):
                 optimizer = install_mask_optimizer(self.model, self.algorithm.mask_optimizer)
                 optimizer = optimizer.main
             exclude_from_weight_decay(optimizer, scores)
+
+    def on_test_begin(self, logs=None):
+        if self.wrappers:  # validation inside fit sees the state of the updated scores
+            self.algorithm.catch_up(self.wrappers)
 
 
 def is_mask_score(variable) -> bool:
