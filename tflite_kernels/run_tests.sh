@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# C++ tests of the 1xN delegate's packing and micro-kernels:
+# C++ tests of the 1xN delegate's packing and micro-kernels (float, and int8
+# bit-exact with TFLite's reference kernels: test_int8):
 #   1. host build (x86-64: scalar, AVX2+FMA and AVX-512 paths, as the CPU allows)
 #   2. aarch64 cross build (NEON path) run under qemu-aarch64
 # Installs the Debian packages g++-aarch64-linux-gnu and qemu-user if missing.
@@ -35,4 +36,6 @@ cmake --build "$BUILD/aarch64" -j "$JOBS" >/dev/null
 # The NEON path must have been among those tested.
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$BUILD/aarch64/test_kernels" 7 | grep -q "paths: scalar neon" \
   || { echo "NEON path missing from the aarch64 build"; exit 1; }
+qemu-aarch64 -L /usr/aarch64-linux-gnu "$BUILD/aarch64/test_int8" 7 | grep -q "int8 paths: scalar neon" \
+  || { echo "NEON int8 path missing from the aarch64 build"; exit 1; }
 echo "== tflite_kernels: all native tests passed"

@@ -1,0 +1,118 @@
+// The int8 1xN micro-kernel, written once over an int8 traits type: int32
+// accumulators for P pixels x N outputs, kept entries taken in pairs (the
+// packing pads each row to an even count), then TFLite's requantization.
+//
+// Included by each instruction-set translation unit (ukernels_int8_*.cc)
+// inside an anonymous namespace after its traits VT, which provides:
+//   kOut                      int32 outputs per accumulator register
+//   acc, wreg, xreg           accumulator, weight and input-pair registers
+//   load32(const int32_t*)    kOut int32 (bias, per-channel parameters)
+//   store32(int32_t*, acc)
+//   loadw(const int8_t*)      2 * kOut weight bytes [o][e]: kOut outputs x 2 entries
+//   pair(const int8_t* a, const int8_t* b)   the two entries' inputs *a, *b
+//   madd(acc, xreg, wreg)     acc[o] += w[o][0] * *a + w[o][1] * *b (wrapping)
+//   rshift_param(const int32_t*)   the right shifts in the form requant takes
+//   requant(x, mult, lshift, rshift_param, rmask)
+//                             MultiplyByQuantizedMultiplier, bit-exact (qrequant.h)
+//   splat(int32_t), add, max, min (int32 lanes; add wraps)
+//   narrow_store<G>(int8_t*, const acc (&)[G])   G * kOut values in [-128, 127]
+#ifndef TSP_UKERNEL_INT8_IMPL_H_
+#define TSP_UKERNEL_INT8_IMPL_H_
+
+#include <cstdint>
+
+#include "int8_conv.h"
+
+#define TSP_I8_UNROLL _Pragma("GCC unroll 32")
+
+// The output stage of one row (G registers, channels from c0): loaded once
+// per row, applied to each pixel's accumulators.
+template <class VT, int G>
+struct Int8OutStage {
+  using acc = typename VT::acc;
+  acc m[G], l[G], r[G], mask[G];
+  acc zp, lo, hi;
+  __attribute__((always_inline)) Int8OutStage(const tsp::Int8Requant& rq, int c0) {
+    constexpr int K = VT::kOut;
+    TSP_I8_UNROLL for (int g = 0; g < G; ++g) {
+      m[g] = VT::load32(rq.mult + c0 + g * K);
+      l[g] = VT::load32(rq.lshift + c0 + g * K);
+      r[g] = VT::rshift_param(rq.rshift + c0 + g * K);
+      mask[g] = VT::load32(rq.rmask + c0 + g * K);
+    }
+    zp = VT::splat(rq.zp_out);
+    lo = VT::splat(rq.act_min);
+    hi = VT::splat(rq.act_max);
+  }
+  __attribute__((always_inline)) void Store(const acc (&a)[G], int8_t* out) const {
+    acc v[G];
+    TSP_I8_UNROLL for (int g = 0; g < G; ++g) {
+      const acc q = VT::requant(a[g], m[g], l[g], r[g], mask[g]);
+      v[g] = VT::min(VT::max(VT::add(q, zp), lo), hi);
+    }
+    VT::template narrow_store<G>(out, v);
+  }
+};
+
+// Rows [r0, r1) of one tile of P pixels (see Int8Tile): per row, the
+// accumulators start at the folded bias; per pair of entries, G weight
+// registers are loaded once and used by every pixel.
+template <class VT, int G, int P>
+static void Int8RowsKernel(const tsp::Int8Tile& t, int r0, int r1) {
+  constexpr int K = VT::kOut;
+  constexpr int N = G * K;
+  for (int r = r0; r < r1; ++r) {
+    const int e0 = t.row_ptr[r];
+    const int k = (t.row_ptr[r + 1] - e0) * t.kmul;
+    const int32_t* idx = t.index + int64_t(e0) * t.kmul;
+    const int8_t* w = t.w + int64_t(e0) * t.taps * N;
+    typename VT::acc a[P][G];
+    TSP_I8_UNROLL for (int g = 0; g < G; ++g) {
+      const typename VT::acc b = VT::load32(t.rq->bias + int64_t(r) * N + g * K);
+      TSP_I8_UNROLL for (int p = 0; p < P; ++p) a[p][g] = b;
+    }
+    for (int tap = 0; tap < t.body_taps; ++tap) {
+      const int8_t* ip[P];
+      TSP_I8_UNROLL for (int p = 0; p < P; ++p) ip[p] = t.in[tap * P + p];
+      for (int j = 0; j < k; j += 2) {
+        const int32_t c0 = idx[j];
+        const int32_t c1 = idx[j + 1];
+        typename VT::wreg wv[G];
+        TSP_I8_UNROLL for (int g = 0; g < G; ++g) wv[g] = VT::loadw(w + 2 * K * g);
+        w += 2 * N;
+        TSP_I8_UNROLL for (int p = 0; p < P; ++p) {
+          const typename VT::xreg x = VT::pair(ip[p] + c0, ip[p] + c1);
+          TSP_I8_UNROLL for (int g = 0; g < G; ++g) a[p][g] = VT::madd(a[p][g], x, wv[g]);
+        }
+      }
+    }
+    const Int8OutStage<VT, G> os(*t.rq, r * N);
+    TSP_I8_UNROLL for (int p = 0; p < P; ++p) os.Store(a[p], t.out + p * t.out_stride + int64_t(r) * N);
+  }
+}
+
+// The requantization alone, kOut lanes at a time (tests): count must be a
+// multiple of 8 (every kOut divides 8).
+template <class VT>
+static void Int8RequantArray(const int32_t* acc, const int32_t* mult, const int32_t* lshift,
+                             const int32_t* rshift, const int32_t* rmask, int count,
+                             int32_t* out) {
+  constexpr int K = VT::kOut;
+  for (int i = 0; i + K <= count; i += K) {
+    VT::store32(out + i, VT::requant(VT::load32(acc + i), VT::load32(mult + i),
+                                     VT::load32(lshift + i), VT::rshift_param(rshift + i),
+                                     VT::load32(rmask + i)));
+  }
+}
+
+template <class VT, int N, int P>
+static tsp::Int8UKernel MakeInt8UKernel() {
+  static_assert(N % VT::kOut == 0, "N must be a multiple of the register's outputs");
+  static_assert(P >= 1 && P <= tsp::kInt8MaxTilePixels, "tile size");
+  tsp::Int8UKernel u;
+  u.p = P;
+  u.rows = &Int8RowsKernel<VT, N / VT::kOut, P>;
+  return u;
+}
+
+#endif  // TSP_UKERNEL_INT8_IMPL_H_
