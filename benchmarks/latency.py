@@ -22,6 +22,11 @@ Sections (each writes ``benchmarks/results/latency_<section>.json``):
   ``--threads`` count, all interleaved in one loop, so the thread-scaling ratios
   (1-thread median / n-thread median) compare runs taken side by side.
 
+``--quantize int8`` (``models`` and ``layers``): the same models exported with full-integer
+post-training quantization (``tsp.export_tflite(quantize="int8")``, calibrated on 16 random
+images), so stock XNNPACK runs its dense int8 kernels and the delegate its int8 1xN kernels;
+the JSON files get an ``_int8`` suffix.
+
 Every measurement is A/B interleaved in one process (stock, delegate, stock, ...)
 after warm-up, and reports medians of ``--runs`` invocations, the ratio, and the
 FLOP-limit ratio (dense FLOPs / FLOPs left after pruning). The machine's load
@@ -121,17 +126,43 @@ def prune_model_1x16(model: Any, sparsity: float) -> dict[str, Any]:
 # ---- conversion and FLOPs ----------------------------------------------------------------
 
 
-def convert_keras(model: Any) -> bytes:
-    import tensorflow as tf
+def convert_keras(model: Any, quantize: str | None = None) -> bytes:
+    """The float32 flatbuffer, or with ``quantize="int8"`` the full-integer one (float
+    input and output) calibrated on 16 random inputs."""
+    if quantize is None:
+        import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    import tf_sparse_prune as tsp
+
+    shape = (16, *tuple(model.inputs[0].shape)[1:])
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return tsp.export_tflite(model, quantize=quantize, representative_data=data)
 
 
 def conv_flatbuffer(
-    batch: int, h: int, cin: int, kernel: np.ndarray, stride: int = 1, bias: bool = True
+    batch: int,
+    h: int,
+    cin: int,
+    kernel: np.ndarray,
+    stride: int = 1,
+    bias: bool = True,
+    quantize: str | None = None,
 ) -> bytes:
-    """A one-CONV_2D TFLite model (SAME padding, fused bias) from a tf.function."""
+    """A one-CONV_2D TFLite model (SAME padding, fused bias) from a tf.function, or
+    with ``quantize="int8"`` the same layer as a Keras model quantized to int8."""
     import tensorflow as tf
+
+    if quantize is not None:
+        import keras
+
+        layer = keras.layers.Conv2D(
+            kernel.shape[-1], kernel.shape[:2], strides=stride, padding="same", use_bias=bias
+        )
+        model = keras.Sequential([keras.Input((h, h, cin), batch_size=batch), layer])
+        b = np.linspace(-0.1, 0.1, kernel.shape[-1]).astype(np.float32)
+        layer.set_weights([kernel, b] if bias else [kernel])
+        return convert_keras(model, quantize)
 
     w = tf.constant(kernel)
     b = tf.constant(np.linspace(-0.1, 0.1, kernel.shape[-1]).astype(np.float32))
@@ -243,6 +274,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
     load_before = os.getloadavg()[0]
     options = {
         "min_sparsity": args.min_sparsity,
+        "min_sparsity_int8": args.min_sparsity_int8,
         "width_aware": args.width_aware,
         "cost_model": args.cost_model,
         "fuse_residual": args.fuse_residual,
@@ -295,14 +327,15 @@ def bench_models(args: argparse.Namespace) -> dict[str, Any]:
         _, info = prune_plan(builders[name](weights=None, input_shape=(224, 224, 3)))
         keras.backend.clear_session()
         for sparsity in args.sparsities:
-            cached = CACHE / f"{name}_1x16_{sparsity:.2f}.tflite"
+            suffix = f"_{args.quantize}" if args.quantize else ""
+            cached = CACHE / f"{name}_1x16_{sparsity:.2f}{suffix}.tflite"
             if cached.is_file():
                 flat = cached.read_bytes()
             else:
                 keras.utils.set_random_seed(0)
                 model = builders[name](weights=None, input_shape=(224, 224, 3))
                 prune_model_1x16(model, sparsity)
-                flat = convert_keras(model)
+                flat = convert_keras(model, args.quantize)
                 cached.write_bytes(flat)
                 keras.backend.clear_session()
             dense_flops, kept_flops = tflite_conv_flops(flat)
@@ -311,6 +344,7 @@ def bench_models(args: argparse.Namespace) -> dict[str, Any]:
                 row = {
                     "model": name,
                     "pattern": "1x16",
+                    "dtype": args.quantize or "float32",
                     "sparsity": sparsity,
                     **info,
                     **m,
@@ -507,7 +541,7 @@ def bench_layers(args: argparse.Namespace) -> dict[str, Any]:
         base = rng.standard_normal((k, k, cin, cout)).astype(np.float32) * 0.05
         for sparsity in args.sparsities:
             kernel = prune_1xn(base, 16, sparsity)
-            flat = conv_flatbuffer(1, h, cin, kernel, stride)
+            flat = conv_flatbuffer(1, h, cin, kernel, stride, quantize=args.quantize)
             pixels = (h // stride) ** 2
             dense_flops = 2.0 * pixels * base.size
             kept_flops = 2.0 * pixels * np.count_nonzero(kernel)
@@ -517,6 +551,7 @@ def bench_layers(args: argparse.Namespace) -> dict[str, Any]:
                     "input": [1, h, h, cin],
                     "kernel": [k, k, cin, cout],
                     "pattern": "1x16",
+                    "dtype": args.quantize or "float32",
                     "sparsity": sparsity,
                     **_layer_row(flat, threads, args, dense_flops, kept_flops),
                 }
@@ -599,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--min-sparsity", type=float, default=None)
+    p.add_argument("--min-sparsity-int8", type=float, default=None)
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="models, layers: int8 models (XNNPACK's int8 against the delegate's int8 kernels)",
+    )
     p.add_argument("--subp-layers", type=int, default=len(RESNET18_LAYERS))
     p.add_argument("--layers", nargs="+", default=None, help="subset of the ResNet-50 layers")
     p.add_argument("--tag", default="", help="suffix of the JSON file names")
@@ -639,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
         "fusion": [0.5, 0.7, 0.8, 0.9],
         "scaling": [0.5, 0.7, 0.8, 0.9],
     }
+    if args.quantize and set(args.sections) - {"models", "layers"}:
+        p.error("--quantize applies to the models and layers sections only")
     for section in args.sections:
         sub = argparse.Namespace(**vars(args))
         if sub.sparsities is None:
@@ -649,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
             # Kernel speed at every sparsity and N: claim everything.
             if sub.min_sparsity is None:
                 sub.min_sparsity = 0.0
+            if sub.min_sparsity_int8 is None:
+                sub.min_sparsity_int8 = 0.0
             sub.width_aware = False
             sub.cost_model = False
         t0 = time.time()
@@ -662,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "sparsities": sub.sparsities,
                 "min_sparsity": sub.min_sparsity,
+                "min_sparsity_int8": sub.min_sparsity_int8,
+                "quantize": sub.quantize,
                 "width_aware": sub.width_aware,
                 "cost_model": sub.cost_model,
                 "fuse_residual": sub.fuse_residual,
@@ -672,7 +720,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.time() - t0, 1),
             **result,
         }
-        write(section + (f"_{args.tag}" if args.tag else ""), payload)
+        name = section + (f"_{args.quantize}" if args.quantize else "")
+        write(name + (f"_{args.tag}" if args.tag else ""), payload)
     return 0
 
 

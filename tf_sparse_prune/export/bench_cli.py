@@ -170,6 +170,9 @@ def _make_input(interp: Any, batch: int | None, rng: np.random.Generator) -> np.
     shape = [max(d, 1) for d in shape]
     if batch is not None:
         shape[0] = batch
+    if np.issubdtype(det["dtype"], np.integer):  # quantized input: the whole range
+        info = np.iinfo(det["dtype"])
+        return rng.integers(info.min, info.max, shape, endpoint=True).astype(det["dtype"])
     return rng.standard_normal(shape).astype(det["dtype"])
 
 
@@ -184,7 +187,10 @@ def _prepare(interp: Any, x: np.ndarray) -> None:
 def _describe(node: Any) -> str:
     if node.op == "ADD":
         return f"{node.node} ADD in the epilogue of node {node.conv_node} {node.output}"
-    return f"{node.node} {node.op} 1x{node.n} sparsity={node.block_sparsity:.3f} {node.filter}"
+    dtype = " int8" if node.dtype == "int8" else ""
+    return (
+        f"{node.node} {node.op}{dtype} 1x{node.n} sparsity={node.block_sparsity:.3f} {node.filter}"
+    )
 
 
 def interleaved_times(
@@ -237,6 +243,7 @@ def compare_latency(
     warmup: int = 5,
     min_sparsity: float | None = None,
     isa: str = "auto",
+    min_sparsity_int8: float | None = None,
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
@@ -253,6 +260,7 @@ def compare_latency(
         runs: Timed invocations of each (the median is reported).
         warmup: Untimed invocations of each first.
         min_sparsity: Delegate claiming threshold (``None``: its default).
+        min_sparsity_int8: Its threshold for int8 nodes (``None``: its default).
         isa: Delegate micro-kernel path.
         width_aware: Delegate's narrow-N threshold rule (False: claim every N
             at ``min_sparsity``).
@@ -278,6 +286,7 @@ def compare_latency(
         **source,
         num_threads=threads,
         min_sparsity=min_sparsity,
+        min_sparsity_int8=min_sparsity_int8,
         isa=isa,
         width_aware=width_aware,
         cost_model=cost_model,
@@ -290,8 +299,8 @@ def compare_latency(
     for _ in range(warmup):
         dense.invoke()
         sparse.invoke()
-    out_d = dense.get_tensor(dense.get_output_details()[0]["index"])
-    out_s = sparse.get_tensor(sparse.get_output_details()[0]["index"])
+    out_d = dense.get_tensor(dense.get_output_details()[0]["index"]).astype(np.float64)
+    out_s = sparse.get_tensor(sparse.get_output_details()[0]["index"]).astype(np.float64)
     scale = max(float(np.abs(out_d).max()), 1e-30)
     max_rel = float(np.abs(out_d - out_s).max()) / scale
     times = interleaved_times({"dense": dense, "sparse": sparse}, runs, progress=progress)
@@ -319,6 +328,7 @@ def profile_delegate(
     runs: int = 50,
     min_sparsity: float | None = None,
     isa: str = "auto",
+    min_sparsity_int8: float | None = None,
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
@@ -344,6 +354,7 @@ def profile_delegate(
         threads: Delegate and interpreter threads.
         runs: Timed invocations (>= 1).
         min_sparsity: Delegate claiming threshold (``None``: its default).
+        min_sparsity_int8: Its threshold for int8 nodes (``None``: its default).
         isa: Delegate micro-kernel path.
         width_aware: Delegate's narrow-N threshold rule.
         cost_model: Delegate's short-row rule.
@@ -372,6 +383,7 @@ def profile_delegate(
         delegate = load_sparse_delegate(
             threads,
             min_sparsity,
+            min_sparsity_int8=min_sparsity_int8,
             isa=isa,
             width_aware=width_aware,
             cost_model=cost_model,
@@ -483,6 +495,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50, help="timed invocations of each (>= 1)")
     p.add_argument("--warmup", type=int, default=5, help="untimed invocations first")
     p.add_argument("--min-sparsity", type=float, default=None, help="delegate threshold")
+    p.add_argument(
+        "--min-sparsity-int8", type=float, default=None, help="delegate threshold of int8 nodes"
+    )
     p.add_argument("--isa", default="auto", help="auto, scalar, avx2, avx512 or neon")
     p.add_argument(
         "--no-width-aware",
@@ -546,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The delegate set-up shared by the latency comparison and the profile.
     setup: dict[str, Any] = {
         "min_sparsity": args.min_sparsity,
+        "min_sparsity_int8": args.min_sparsity_int8,
         "isa": args.isa,
         "width_aware": not args.no_width_aware,
         "cost_model": not args.no_cost_model,

@@ -8,6 +8,16 @@ channels x one input channel x the whole kernel window, N in {4, 8, 16, 32})
 at a block sparsity of at least ``min_sparsity``, and runs them with packed
 micro-kernels; every other node stays with TFLite and XNNPACK.
 
+int8 models (``export_tflite(..., quantize="int8")``): int8 CONV_2D and
+FULLY_CONNECTED nodes with constant int8 filters quantized per output channel (or
+per tensor) and 1xN zero blocks are claimed at a block sparsity of at least
+``min_sparsity_int8``. Their output is **bit-exact** with TFLite's reference int8
+kernels (the same int32 accumulation and double-rounding fixed-point
+requantization; ``reference_kernels=True`` runs every other node on those
+kernels too, for a comparison without XNNPACK, whose int8 kernels round
+differently by up to one unit). Residual ADDs, Winograd and the cost model are
+float32 only.
+
 N is read from the weights **(our rule)**: the largest N in {32, 16, 8, 4}
 dividing C_out whose block sparsity is within 0.02 of the 1x4 block sparsity
 (i.e. whose zero blocks cover almost all the zeros the finest pattern sees).
@@ -80,8 +90,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "DEFAULT_MIN_SPARSITY",
+    "DEFAULT_MIN_SPARSITY_INT8",
     "TESTED_LITERT_VERSION",
     "DelegateUnavailableError",
     "DelegatedNode",
@@ -105,6 +118,9 @@ TESTED_LITERT_VERSION = "2.3.0"
 #: layers set it) on AVX-512 (Zen 5). On AVX2 (Zen 3) every shape already wins at
 #: 0.2 (1.12-2.02x, latency_layers_threshold_zen3.json): 0.4 is the portable choice.
 DEFAULT_MIN_SPARSITY = 0.4
+#: The claiming threshold of int8 nodes (``min_sparsity_int8``), see
+#: ``docs/performance.md`` (int8).
+DEFAULT_MIN_SPARSITY_INT8 = 0.5
 
 LIBRARY_ENV = "TSP_DELEGATE_LIBRARY"
 ALLOW_UNTESTED_ENV = "TSP_ALLOW_UNTESTED_LITERT"
@@ -131,6 +147,7 @@ class DelegatedNode:
         block_sparsity: Fraction of zero 1xN blocks at that N (claimed nodes).
         reason: Why it was declined (empty when claimed).
         conv_node: For a claimed ADD: the CONV_2D node in whose epilogue it runs.
+        dtype: ``"float32"`` or ``"int8"``: the kernels a claimed convolution runs on.
     """
 
     node: int
@@ -142,6 +159,7 @@ class DelegatedNode:
     block_sparsity: float | None = None
     reason: str = ""
     conv_node: int | None = None
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -290,10 +308,25 @@ def _validate(num_threads: Any, min_sparsity: Any, isa: Any) -> tuple[int, float
     return num_threads, float(min_sparsity), isa
 
 
+def _validate_int8_threshold(min_sparsity_int8: Any) -> float:
+    if min_sparsity_int8 is None:
+        return DEFAULT_MIN_SPARSITY_INT8
+    if isinstance(min_sparsity_int8, bool) or not isinstance(
+        min_sparsity_int8, int | float | np.integer | np.floating
+    ):
+        raise ValueError(
+            f"min_sparsity_int8 must be a number in [0, 1] or None, got {min_sparsity_int8!r}"
+        )
+    if not 0.0 <= float(min_sparsity_int8) <= 1.0:
+        raise ValueError(f"min_sparsity_int8 must be in [0, 1], got {min_sparsity_int8!r}")
+    return float(min_sparsity_int8)
+
+
 def load_sparse_delegate(
     num_threads: int = 1,
     min_sparsity: float | None = None,
     *,
+    min_sparsity_int8: float | None = None,
     isa: str = "auto",
     width_aware: bool = True,
     cost_model: bool = True,
@@ -310,6 +343,8 @@ def load_sparse_delegate(
         num_threads: Threads of the delegate's pool (created once per delegate).
         min_sparsity: Minimum 1xN block sparsity for a node to be claimed;
             ``None`` means :data:`DEFAULT_MIN_SPARSITY`.
+        min_sparsity_int8: The same for int8 nodes; ``None`` means
+            :data:`DEFAULT_MIN_SPARSITY_INT8`.
         isa: Micro-kernel path: ``"auto"`` (best for this CPU), ``"scalar"``,
             ``"avx2"``, ``"avx512"`` or ``"neon"``.
         width_aware: Raise the threshold for N narrower than the kernel's
@@ -342,6 +377,7 @@ def load_sparse_delegate(
             refuses the options, or the ai-edge-litert version is untested.
     """
     num_threads, min_sparsity, isa = _validate(num_threads, min_sparsity, isa)
+    min_sparsity_int8 = _validate_int8_threshold(min_sparsity_int8)
     check_litert_version(allow_untested_litert)
     path = Path(library) if library is not None else delegate_library_path()
     if not path.is_file():
@@ -357,6 +393,7 @@ def load_sparse_delegate(
     options = {
         "num_threads": str(num_threads),
         "min_sparsity": repr(min_sparsity),
+        "min_sparsity_int8": repr(min_sparsity_int8),
         "isa": isa,
         "width_aware": "1" if width_aware else "0",
         "cost_model": "1" if cost_model else "0",
@@ -389,6 +426,7 @@ def _parse_report(text: str) -> DelegationReport:
             block_sparsity=entry.get("block_sparsity"),
             reason=str(entry.get("reason", "")),
             conv_node=None if entry.get("conv_node") is None else int(entry["conv_node"]),
+            dtype=str(entry.get("dtype", "float32")),
         )
         (claimed if node.claimed else declined).append(node)
     return DelegationReport(
@@ -406,11 +444,13 @@ def SparseInterpreter(
     num_threads: int = 1,
     min_sparsity: float | None = None,
     *,
+    min_sparsity_int8: float | None = None,
     isa: str = "auto",
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
     winograd: bool = True,
+    reference_kernels: bool = False,
     fallback: bool = False,
     allow_untested_litert: bool = False,
     library: str | os.PathLike | None = None,
@@ -429,6 +469,8 @@ def SparseInterpreter(
         num_threads: Threads for the delegate and for the interpreter.
         min_sparsity: Minimum block sparsity to claim a node; ``None`` means
             :data:`DEFAULT_MIN_SPARSITY`.
+        min_sparsity_int8: The same for int8 nodes; ``None`` means
+            :data:`DEFAULT_MIN_SPARSITY_INT8`.
         isa: Micro-kernel path (``"auto"``, ``"scalar"``, ``"avx2"``,
             ``"avx512"``, ``"neon"``).
         width_aware: Raise the threshold for N narrower than the kernel's
@@ -439,6 +481,9 @@ def SparseInterpreter(
             convolution that feeds them (see the module docstring).
         winograd: Run 3x3 stride-1 layers with long rows as Winograd
             F(2x2, 3x3) (see the module docstring).
+        reference_kernels: Run the nodes the delegate leaves on TFLite's
+            reference kernels (``OpResolverType.BUILTIN_REF``, no XNNPACK): slow,
+            for comparing an int8 model bit for bit with TFLite's reference.
         fallback: If the delegate cannot be loaded, warn and return the dense
             interpreter instead of raising.
         allow_untested_litert: Accept an ai-edge-litert version other than
@@ -455,7 +500,7 @@ def SparseInterpreter(
         DelegateUnavailableError: If the delegate cannot be used and
             ``fallback`` is False.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     if (model_path is None) == (model_content is None):
         raise ValueError("give exactly one of model_path and model_content")
@@ -465,12 +510,15 @@ def SparseInterpreter(
         if model_path is not None
         else {"model_content": model_content}
     )
+    if reference_kernels:
+        source["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
     with tempfile.TemporaryDirectory(prefix="tsp_delegate_") as tmp:
         report_file = Path(tmp) / "report.json"
         try:
             delegate = load_sparse_delegate(
                 num_threads,
                 min_sparsity,
+                min_sparsity_int8=min_sparsity_int8,
                 isa=isa,
                 width_aware=width_aware,
                 cost_model=cost_model,

@@ -1,12 +1,14 @@
 // The TFLite external-delegate plugin: claims CONV_2D / FULLY_CONNECTED nodes
-// with constant float32 1xN block-sparse filters and runs them with the
-// packed micro-kernels. Everything else stays with TFLite (and XNNPACK).
+// with constant float32 (or int8, per-channel quantized) 1xN block-sparse
+// filters and runs them with the packed micro-kernels. Everything else stays
+// with TFLite (and XNNPACK).
 //
 // Plugin ABI (tensorflow/lite/delegates/external/README.md):
 //   TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values,
 //                                                 size_t n, void (*report_error)(const char*));
 //   void tflite_plugin_destroy_delegate(TfLiteDelegate*);
 // Options (all strings): num_threads (>= 1), min_sparsity (in [0, 1]),
+// min_sparsity_int8 (in [0, 1]: the same for int8 nodes),
 // width_aware (0|1, default 1: raise the threshold for N narrower than the
 // kernel's vectors, threshold = 1 - (1 - min_sparsity) * lane_fraction),
 // isa (auto|scalar|avx2|avx512|neon), report_path (JSON written at Prepare),
@@ -37,6 +39,8 @@
 
 #include "sparse_conv.h"
 #include "arena_plan.h"
+#include "int8_claim.h"
+#include "int8_conv.h"
 #include "thread_pool.h"
 #include "winograd.h"
 #include "tsp_tflite/tflite_abi.h"
@@ -52,10 +56,14 @@ constexpr const char* kVersion = "0.1.0";
 // (benchmarks/results/latency_layers_threshold.json, Winograd on: 0.3 ->
 // 0.86-1.63x, 0.4 -> 1.02-1.82x, 0.5 -> 1.06-2.21x; the 1x1 layers set it).
 constexpr double kDefaultMinSparsity = 0.4;
+// The int8 counterpart, for int8 CONV_2D / FULLY_CONNECTED nodes (XNNPACK's
+// dense int8 is the baseline there): see docs/performance.md, "int8".
+constexpr double kDefaultMinSparsityInt8 = 0.5;
 
 struct Options {
   int num_threads = 1;
   double min_sparsity = kDefaultMinSparsity;
+  double min_sparsity_int8 = kDefaultMinSparsityInt8;
   std::string isa = "auto";
   std::string report_path;
   std::string profile_path;
@@ -90,6 +98,13 @@ struct OpInfo {
   int cout = 0, cin = 0, kh = 1, kw = 1;
   double sparsity = 0.0;
   PackedFilter pf;
+  // int8 nodes: the int8 packed filter (pf stays empty) and its plan.
+  bool int8 = false;
+  PackedFilterInt8 pf8;
+  ConvPlan plan8;
+  int n() const { return int8 ? pf8.n : pf.n; }
+  int taps() const { return int8 ? pf8.taps : pf.taps; }
+  int64_t kept_blocks() const { return int8 ? pf8.kept_blocks : pf.kept_blocks; }
   // Set at kernel prepare.
   ConvGeometry geom;
   ConvPlan plan;
@@ -107,6 +122,7 @@ struct OpInfo {
 struct DelegateData {
   Options opts;
   const KernelSet* kernels = nullptr;
+  const Int8KernelSet* kernels8 = nullptr;  // null: int8 nodes are declined
   std::unique_ptr<ThreadPool> pool;
   std::mutex mu;
   std::map<std::pair<const void*, int>, std::unique_ptr<OpInfo>> pending;
@@ -126,7 +142,7 @@ struct Partition {
   std::vector<int> internal_tensors;
   std::vector<int> internal_index;     // per tensor: index in internal_tensors, or -1
   std::vector<ArenaRequest> requests;  // per internal tensor (bytes set at prepare)
-  std::vector<float*> internal_data;   // per internal tensor, into `arena`
+  std::vector<uint8_t*> internal_data;  // per internal tensor, into `arena`
   AlignedPtr<uint8_t> arena;
   int64_t arena_bytes = 0;   // allocated
   int64_t planned_bytes = 0;  // the current plan's (<= arena_bytes)
@@ -136,11 +152,14 @@ struct Partition {
   int Internal(int t) const {
     return t >= 0 && size_t(t) < internal_index.size() ? internal_index[t] : -1;
   }
-  float* Data(TfLiteContext* ctx, int t) const {
+  float* Data(TfLiteContext* ctx, int t) const { return static_cast<float*>(Bytes(ctx, t)); }
+  int8_t* Data8(TfLiteContext* ctx, int t) const { return static_cast<int8_t*>(Bytes(ctx, t)); }
+  void* Bytes(TfLiteContext* ctx, int t) const {
     const int i = Internal(t);
-    return i >= 0 ? internal_data[i] : ctx->tensors[t].data.f;
+    return i >= 0 ? static_cast<void*>(internal_data[i]) : ctx->tensors[t].data.data;
   }
   std::vector<ConvScratch> scratch;   // one per pool thread
+  std::vector<ConvScratchInt8> scratch8;  // one per pool thread, if it runs int8 nodes
   AlignedPtr<float> winograd_scratch;  // the largest WinogradScratchFloats of its ops
   size_t winograd_floats = 0;
   // DelegateData::timed(): wall time of its invocations (the first excluded).
@@ -209,7 +228,7 @@ int64_t NumElements(const TfLiteIntArray* dims) {
 // Analyses one node. Returns an OpInfo if claimed; otherwise sets `reason`.
 std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* node,
                                 int builtin, const Options& opts, const KernelSet& kernels,
-                                std::string* reason) {
+                                const Int8KernelSet* kernels8, std::string* reason) {
   auto op = std::make_unique<OpInfo>();
   op->node_index = node_index;
   op->builtin = builtin;
@@ -229,23 +248,14 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
   const TfLiteTensor* in = Tensor(ctx, op->input);
   const TfLiteTensor* f = Tensor(ctx, op->filter);
   const TfLiteTensor* out = Tensor(ctx, op->output);
-  if (in == nullptr || in->type != kTfLiteFloat32 || out == nullptr ||
-      out->type != kTfLiteFloat32) {
-    *reason = "input/output not float32";
+  if (in == nullptr || out == nullptr || f == nullptr || f->dims == nullptr) {
+    *reason = "unexpected tensors";
     return nullptr;
   }
-  if (!IsConstFloat(f)) {
-    *reason = "filter is not a constant float32 tensor";
+  op->int8 = in->type == kTfLiteInt8 && out->type == kTfLiteInt8;
+  if (!op->int8 && (in->type != kTfLiteFloat32 || out->type != kTfLiteFloat32)) {
+    *reason = "input/output not float32 or int8";
     return nullptr;
-  }
-  const float* bias = nullptr;
-  if (op->bias != kTfLiteOptionalTensor) {
-    const TfLiteTensor* b = Tensor(ctx, op->bias);
-    if (!IsConstFloat(b)) {
-      *reason = "bias is not a constant float32 tensor";
-      return nullptr;
-    }
-    bias = b->data.f;
   }
   int act = 0;
   if (builtin == kTfLiteBuiltinConv2d) {
@@ -298,6 +308,46 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
     return nullptr;
   }
   const int taps = op->kh * op->kw;
+  if (op->int8) {
+    if (builtin == kTfLiteBuiltinFullyConnected) {
+      // ai-edge-litert's reference int8 FULLY_CONNECTED rounds once, (x * m +
+      // 2^(30 - shift)) >> (31 - shift) in int64, where CONV_2D rounds twice
+      // (docs/int8_kernel_research.md): our kernels match CONV_2D's only.
+      *reason = "int8 FULLY_CONNECTED not claimed: TFLite's reference rounds it once, our "
+                "int8 kernels round twice (as its CONV_2D)";
+      return nullptr;
+    }
+    if (kernels8 == nullptr) {
+      *reason = "no int8 kernels for this isa";
+      return nullptr;
+    }
+    // One threshold for every N: each int8 path fills its registers at N >= 8.
+    double thresholds8[4];
+    for (double& t : thresholds8) t = opts.min_sparsity_int8;
+    const TfLiteTensor* b =
+        op->bias != kTfLiteOptionalTensor ? Tensor(ctx, op->bias) : nullptr;
+    Int8Claim claim;
+    if (!AnalyseInt8(in, f, b, out, act, op->cout, op->kh, op->kw, op->cin, thresholds8, &claim,
+                     reason)) {
+      return nullptr;
+    }
+    op->pf8 = std::move(claim.pf);
+    op->sparsity = claim.sparsity;
+    return op;
+  }
+  if (!IsConstFloat(f)) {
+    *reason = "filter is not a constant float32 tensor";
+    return nullptr;
+  }
+  const float* bias = nullptr;
+  if (op->bias != kTfLiteOptionalTensor) {
+    const TfLiteTensor* b = Tensor(ctx, op->bias);
+    if (!IsConstFloat(b)) {
+      *reason = "bias is not a constant float32 tensor";
+      return nullptr;
+    }
+    bias = b->data.f;
+  }
   double thresholds[4];
   if (opts.width_aware) {
     WidthAwareThresholds(opts.min_sparsity, kernels.lane_fraction, thresholds);
@@ -408,8 +458,9 @@ std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const O
   if (op) {
     std::snprintf(buf, sizeof(buf),
                   "\"n\": %d, \"block_sparsity\": %.6f, \"cout\": %d, \"cin\": %d, \"kh\": %d, "
-                  "\"kw\": %d, \"reason\": \"\"}",
-                  op->pf.n, op->sparsity, op->cout, op->cin, op->kh, op->kw);
+                  "\"kw\": %d, \"dtype\": \"%s\", \"reason\": \"\"}",
+                  op->n(), op->sparsity, op->cout, op->cin, op->kh, op->kw,
+                  op->int8 ? "int8" : "float32");
     s += buf;
   } else {
     s += "\"n\": 0, \"reason\": \"" + JsonEscape(reason.c_str()) + "\"}";
@@ -542,6 +593,11 @@ void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
   part->scratch.resize(threads);
   for (auto& op : part->ops) {
     if (op->builtin == kTfLiteBuiltinAdd) continue;
+    if (op->int8) {
+      part->scratch8.resize(threads);
+      for (auto& s : part->scratch8) s.Reserve(op->kh * op->kw, op->cout);
+      continue;
+    }
     op->zeros = AlignedAlloc<float>(size_t(op->cin));
     std::memset(op->zeros.get(), 0, sizeof(float) * size_t(op->cin));
     for (auto& s : part->scratch) s.Reserve(ConvScratchSize(op->kh * op->kw));
@@ -556,7 +612,7 @@ void WriteProfile(Partition* part) {
   std::lock_guard<std::mutex> lock(d->mu);
   for (const auto& op : part->ops) {
     if (op->builtin == kTfLiteBuiltinAdd) continue;  // timed with its convolution
-    const double kept = 2.0 * double(op->pf.kept_blocks) * op->pf.n * op->pf.taps *
+    const double kept = 2.0 * double(op->kept_blocks()) * op->n() * op->taps() *
                         double(op->geom.pixels());
     const double t = op->calls ? op->seconds / double(op->calls) : 0.0;
     char buf[512];
@@ -566,7 +622,7 @@ void WriteProfile(Partition* part) {
                   "\"calls\": %lld, \"ms_per_call\": %.6f, \"kept_gflops\": %.3f, "
                   "\"fused_add\": %d, \"winograd\": %d}",
                   op->node_index, OpName(op->builtin), op->kh, op->kw, op->cin, op->cout,
-                  op->pf.n, op->sparsity, static_cast<long long>(op->geom.pixels()),
+                  op->n(), op->sparsity, static_cast<long long>(op->geom.pixels()),
                   static_cast<long long>(op->calls), t * 1e3, t > 0 ? kept / t * 1e-9 : 0.0,
                   op->fused_into ? op->fused_into->node_index : -1, op->winograd ? 1 : 0);
     d->profile_nodes.push_back(buf);
@@ -605,13 +661,13 @@ void KernelFree(TfLiteContext* /*ctx*/, void* buffer) {
                      op->fused_conv ? "fused into its convolution" : "run alone");
         continue;
       }
-      const double kept = 2.0 * double(op->pf.kept_blocks) * op->pf.n * op->pf.taps *
+      const double kept = 2.0 * double(op->kept_blocks()) * op->n() * op->taps() *
                           double(op->geom.pixels());
       const double t = op->calls ? op->seconds / double(op->calls) : 0.0;
       std::fprintf(stderr,
                    "tsp delegate: node %d %dx%d %d->%d 1x%d: %.3f ms/call over %lld calls, "
                    "%.1f GFLOP/s on kept MACs\n",
-                   op->node_index, op->kh, op->kw, op->cin, op->cout, op->pf.n, t * 1e3,
+                   op->node_index, op->kh, op->kw, op->cin, op->cout, op->n(), t * 1e3,
                    static_cast<long long>(op->calls), t > 0 ? kept / t * 1e-9 : 0.0);
     }
   }
@@ -712,6 +768,14 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
       g.act_min = op->fused_into->add_lo;
       g.act_max = op->fused_into->add_hi;
     }
+    if (op->int8) {  // the packed filter holds the int8 activation range
+      if (op->pf8.taps > 1 && op->plan_in_w != g.in_w) {
+        PrepareConvPlanInt8(g, op->pf8, &op->plan8);
+        op->plan_in_w = g.in_w;
+      }
+      if (ResizeIfNeeded(ctx, op->output, out_shape) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
     if (op->pf.taps > 1 && op->plan_in_w != g.in_w) {
       PrepareConvPlan(g, op->pf, &op->plan);
       op->plan_in_w = g.in_w;
@@ -735,7 +799,8 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   for (size_t i = 0; i < part->internal_tensors.size(); ++i) {
     const TfLiteTensor* t = &ctx->tensors[part->internal_tensors[i]];
     if (t->dims == nullptr) return kTfLiteError;
-    part->requests[i].bytes = NumElements(t->dims) * int64_t(sizeof(float));
+    const int64_t element = t->type == kTfLiteInt8 ? 1 : int64_t(sizeof(float));
+    part->requests[i].bytes = NumElements(t->dims) * element;
     part->tensor_bytes += part->requests[i].bytes;
   }
   const ArenaPlan plan = PlanArena(part->requests);
@@ -746,7 +811,7 @@ TfLiteStatus KernelPrepare(TfLiteContext* ctx, TfLiteNode* node) {
   }
   part->internal_data.resize(part->internal_tensors.size());
   for (size_t i = 0; i < part->internal_tensors.size(); ++i) {
-    part->internal_data[i] = reinterpret_cast<float*>(part->arena.get() + plan.offset[i]);
+    part->internal_data[i] = part->arena.get() + plan.offset[i];
   }
   return kTfLiteOk;
 }
@@ -788,6 +853,28 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
       conv = op->fused_conv;
       residual = b;
     }
+    if (conv->int8) {  // never fused: ADDs are claimed in float32 only
+      const int8_t* in8 = part->Data8(ctx, conv->input);
+      int8_t* out8 = part->Data8(ctx, op->output);
+      if (in8 == nullptr || out8 == nullptr) {
+        ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
+        return kTfLiteError;
+      }
+      const bool timed = d->timed();
+      const auto t0 = timed ? std::chrono::steady_clock::now()
+                            : std::chrono::steady_clock::time_point();
+      RunSparseConvInt8(conv->geom, conv->pf8, *d->kernels8, in8, out8, part->scratch8.data(),
+                        d->pool.get(), conv->pf8.taps > 1 ? &conv->plan8 : nullptr);
+      if (timed) {
+        if (conv->warm) {
+          conv->seconds +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          ++conv->calls;
+        }
+        conv->warm = true;
+      }
+      continue;
+    }
     const float* in = part->Data(ctx, conv->input);
     float* out = part->Data(ctx, op->output);
     if (in == nullptr || out == nullptr) {
@@ -799,7 +886,8 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     // The next convolution's weights to prefetch: its packed filter, or the
     // first of its Winograd filters (the ones it reads first).
     const OpInfo* nc = conv->next_conv;
-    const PackedFilter* next = nc == nullptr ? nullptr : (nc->winograd ? &nc->wf.u[0] : &nc->pf);
+    const PackedFilter* next =
+        nc == nullptr || nc->int8 ? nullptr : (nc->winograd ? &nc->wf.u[0] : &nc->pf);
     if (conv->winograd) {
       RunWinogradConv(conv->geom, conv->pf, conv->wf, *d->kernels, in, out, residual,
                       conv->zeros.get(), part->winograd_scratch.get(), part->scratch.data(),
@@ -850,7 +938,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
       continue;
     }
     std::string reason;
-    std::unique_ptr<OpInfo> op = Analyse(ctx, node_index, node, builtin, d->opts, *d->kernels, &reason);
+    std::unique_ptr<OpInfo> op = Analyse(ctx, node_index, node, builtin, d->opts, *d->kernels,
+                                           d->kernels8, &reason);
     d->report_nodes.push_back(ReportEntry(ctx, node_index, builtin, op.get(), reason, node));
     if (d->opts.log) {
       std::fprintf(stderr, "tsp delegate: node %d %s %s%s\n", node_index, OpName(builtin),
@@ -949,6 +1038,12 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
         return fail(std::string("option min_sparsity must be a number in [0, 1], got '") + val +
                     "'");
       }
+    } else if (key == "min_sparsity_int8") {
+      if (!ParseDouble(val, &opts.min_sparsity_int8) || !(opts.min_sparsity_int8 >= 0.0) ||
+          !(opts.min_sparsity_int8 <= 1.0)) {
+        return fail(std::string("option min_sparsity_int8 must be a number in [0, 1], got '") +
+                    val + "'");
+      }
     } else if (key == "cost_model") {
       if (!ParseInt(val, &opts.cost_model) || opts.cost_model < 0 || opts.cost_model > 1) {
         return fail(std::string("option cost_model must be 0 or 1, got '") + val + "'");
@@ -978,7 +1073,8 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       }
     } else {
       return fail("unknown option '" + key +
-                  "' (valid: num_threads, min_sparsity, width_aware, cost_model, fuse_residual, "
+                  "' (valid: num_threads, min_sparsity, min_sparsity_int8, width_aware, cost_model, "
+                  "fuse_residual, "
                   "winograd, isa, report_path, profile_path, log)");
     }
   }
@@ -991,6 +1087,7 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
   auto* d = new DelegateData();
   d->opts = opts;
   d->kernels = ks;
+  d->kernels8 = SelectKernelsInt8(opts.isa);
   if (opts.num_threads > 1) d->pool = std::make_unique<ThreadPool>(opts.num_threads);
   TfLiteDelegate& del = d->delegate;
   std::memset(&del, 0, sizeof(del));
@@ -1012,6 +1109,9 @@ TSP_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
 TSP_EXPORT const char* tsp_delegate_version() { return tsp::kVersion; }
 
 TSP_EXPORT double tsp_delegate_default_min_sparsity() { return tsp::kDefaultMinSparsity; }
+TSP_EXPORT double tsp_delegate_default_min_sparsity_int8() {
+  return tsp::kDefaultMinSparsityInt8;
+}
 
 // 1 if the named instruction-set path is built in and runs on this CPU.
 TSP_EXPORT int tsp_delegate_isa_available(const char* isa) {

@@ -6,7 +6,8 @@
 // facts come from these upstream headers (Apache-2.0, TensorFlow Authors):
 //   tensorflow/lite/core/c/c_api_types.h     TfLiteStatus, TfLiteType,
 //                                            TfLiteQuantizationParams
-//   tensorflow/lite/core/c/common.h          TfLiteIntArray, TfLiteTensor,
+//   tensorflow/lite/core/c/common.h          TfLiteIntArray, TfLiteFloatArray,
+//                                            TfLiteAffineQuantization, TfLiteTensor,
 //                                            TfLiteNode, TfLiteContext,
 //                                            TfLiteRegistration, TfLiteDelegate,
 //                                            TfLiteDelegateParams
@@ -99,6 +100,21 @@ typedef enum TfLiteAllocationType {
 } TfLiteAllocationType;
 
 typedef int TfLiteBufferHandle;
+
+typedef struct TfLiteFloatArray {
+  int size;
+  float data[];  // flexible array member, as upstream on gcc/clang
+} TfLiteFloatArray;
+
+// TfLiteQuantizationType: the value of TfLiteQuantization.type whose params
+// are a TfLiteAffineQuantization.
+#define kTfLiteAffineQuantization 1
+
+typedef struct TfLiteAffineQuantization {
+  TfLiteFloatArray* scale;  // one scale, or one per index of quantized_dimension
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+} TfLiteAffineQuantization;
 
 typedef struct TfLiteQuantization {
   int type;  // TfLiteQuantizationType, an int-sized enum upstream
@@ -284,6 +300,9 @@ typedef void (*TspReportErrorFn)(const char*);
 #if defined(__LP64__) || defined(_LP64)
 static_assert(sizeof(TfLiteIntArray) == 4, "TfLiteIntArray layout");
 static_assert(sizeof(TfLiteQuantizationParams) == 8, "TfLiteQuantizationParams layout");
+static_assert(sizeof(TfLiteFloatArray) == 4, "TfLiteFloatArray layout");
+static_assert(offsetof(TfLiteAffineQuantization, zero_point) == 8, "zero_point offset");
+static_assert(offsetof(TfLiteAffineQuantization, quantized_dimension) == 16, "quantized_dimension");
 static_assert(offsetof(TfLiteTensor, data) == 8, "TfLiteTensor.data offset");
 static_assert(offsetof(TfLiteTensor, dims) == 16, "TfLiteTensor.dims offset");
 static_assert(offsetof(TfLiteTensor, allocation_type) == 32, "TfLiteTensor.allocation_type");
