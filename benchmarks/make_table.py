@@ -194,6 +194,17 @@ def latency_table() -> str:
     return "\n\n".join(tables) if tables else "(no delegate latency results yet)"
 
 
+def _dtype_label(data: dict) -> str:
+    """A lead-in for int8 results (``latency.py --quantize int8``), else nothing."""
+    if data.get("settings", {}).get("quantize") == "int8":
+        return (
+            '**int8** (full-integer models from `export_tflite(quantize="int8")`: XNNPACK\'s '
+            "dense int8 kernels against the delegate's int8 kernels, outputs bit-exact with "
+            "TFLite's reference). "
+        )
+    return ""
+
+
 def _latency_models_table(data: dict) -> str:
     lines = [
         "| model | pattern | sparsity | threads | XNNPACK ms | delegate ms | speed-up "
@@ -224,7 +235,8 @@ def _latency_models_table(data: dict) -> str:
         )
     m = data.get("machine", {})
     return (
-        f"The 1xN sparse delegate vs stock TFLite (XNNPACK) on **{machine_label(data)}**, "
+        f"{_dtype_label(data)}The 1xN sparse delegate vs stock TFLite (XNNPACK) on "
+        f"**{machine_label(data)}**, "
         f"batch 1, 224x224, medians of "
         f"{data.get('settings', {}).get('runs', '?')} A/B-interleaved runs "
         f"(`benchmarks/latency.py`, {m.get('cores', '?')} cores, measured "
@@ -385,7 +397,8 @@ def layers_table() -> str:
             )
         tag = path.stem.removeprefix("latency_layers").lstrip("_") or "main"
         tables.append(
-            f"Single ResNet-50 layers, 1x16 by magnitude, batch 1, on **{machine_label(data)}** "
+            f"{_dtype_label(data)}Single ResNet-50 layers, 1x16 by magnitude, batch 1, on "
+            f"**{machine_label(data)}** "
             f"(`latency.py --sections layers`, loop `{tag}`, medians of "
             f"{data['settings']['runs']} interleaved runs): per sparsity, the speed-up over "
             "XNNPACK at 1 thread · the delegate's GFLOP/s on kept multiply-adds over XNNPACK's "
