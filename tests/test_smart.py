@@ -511,3 +511,34 @@ def test_steps_per_execution_above_one_is_refused():
     x, _ = random_data(32)
     with pytest.raises(ValueError, match=r"steps_per_execution=2; compile it with"):
         pruned.fit(x, np.zeros((32, 10)), epochs=1, verbose=0, callbacks=pruner.callbacks())
+
+
+def test_eager_training_advances_the_search_once_per_step_as_the_compiled_step_does():
+    """run_eagerly=True: every wrapper's forward pass asks for the step's threshold, only
+    the first solves; the temperature schedule and the final mask equal the compiled run's."""
+    initial = small_cnn(channels=(16, 32)).get_weights()
+    results = []
+    for eager in (False, True):
+        pruner = SMART(0.6, tsp.OneByN(16), search_epochs=2)
+        record = _Record()
+        model = small_cnn(channels=(16, 32))
+        model.set_weights(initial)
+        pruned = tsp.prune_model(model, pruner)
+        compile_for_classification(pruned, lr=0.02)
+        pruned.run_eagerly = eager
+        x, y = random_data(64)
+        pruned.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            callbacks=[*pruner.callbacks(), record],
+        )
+        results.append((record.taus, masks_of(pruned)))
+    (taus_graph, masks_graph), (taus_eager, masks_eager) = results
+    np.testing.assert_allclose([t for _, t in taus_eager], [t for _, t in taus_graph])
+    assert [p for p, _ in taus_eager] == [1] * 8 + [2] * 4
+    for name, mask in masks_graph.items():
+        np.testing.assert_array_equal(masks_eager[name], mask)
