@@ -87,17 +87,17 @@ def test_dynamic_range_export_has_int8_weights_and_float_activations(final):
 
 
 def test_the_sparse_interpreter_runs_the_pruned_int8_layers_as_the_reference_does(final):
-    """The pruned convs are claimed as int8 nodes (the dense layer is declined: TFLite's
-    reference rounds int8 FULLY_CONNECTED differently); every other node runs on TFLite's
-    reference kernels, so the whole output is bit-exact with the reference interpreter
-    (tests/test_int8_delegate.py covers the kernels in depth)."""
+    """The pruned convs and the pruned dense layer are claimed as int8 nodes (the dense
+    one with TFLite's single-rounding FULLY_CONNECTED output stage); every other node runs
+    on TFLite's reference kernels, so the whole output is bit-exact with the reference
+    interpreter (tests/test_int8_delegate.py covers the kernels in depth)."""
     from ai_edge_litert.interpreter import OpResolverType
 
     model, x = final
     flat = tsp.export_tflite(model, quantize="int8", representative_data=x)
     sparse = tsp.SparseInterpreter(model_content=flat, num_threads=1, reference_kernels=True)
     claimed = tsp.delegated_nodes(sparse).claimed
-    assert sorted(n.filter.split("/")[1][:2] for n in claimed) == ["c0", "pw"]
+    assert sorted(n.filter.split("/")[1][:2] for n in claimed) == ["c0", "fc", "pw"]
     assert {n.dtype for n in claimed} == {"int8"}
     reference = Interpreter(
         model_content=flat, experimental_op_resolver_type=OpResolverType.BUILTIN_REF

@@ -56,7 +56,8 @@ constexpr const char* kVersion = "0.1.0";
 // (benchmarks/results/latency_layers_threshold.json, Winograd on: 0.3 ->
 // 0.86-1.63x, 0.4 -> 1.02-1.82x, 0.5 -> 1.06-2.21x; the 1x1 layers set it).
 constexpr double kDefaultMinSparsity = 0.4;
-// The int8 counterpart, for int8 CONV_2D nodes, against XNNPACK's dense int8
+// The int8 counterpart (int8 CONV_2D and FULLY_CONNECTED nodes), measured on
+// CONV_2D layers against XNNPACK's dense int8
 // on the ResNet-50 layer shapes at 1 thread (AMD Zen 3, AVX2;
 // benchmarks/results/latency_layers_int8.json): 0.4 -> 5 of 12 shapes faster
 // (0.95-1.10x), 0.5 -> 11 of 12 (0.99-1.35x), 0.6 -> all (1.21-1.56x). 0.5:
@@ -312,14 +313,6 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
   }
   const int taps = op->kh * op->kw;
   if (op->int8) {
-    if (builtin == kTfLiteBuiltinFullyConnected) {
-      // ai-edge-litert's reference int8 FULLY_CONNECTED rounds once, (x * m +
-      // 2^(30 - shift)) >> (31 - shift) in int64, where CONV_2D rounds twice
-      // (docs/int8_kernel_research.md): our kernels match CONV_2D's only.
-      *reason = "int8 FULLY_CONNECTED not claimed: TFLite's reference rounds it once, our "
-                "int8 kernels round twice (as its CONV_2D)";
-      return nullptr;
-    }
     if (kernels8 == nullptr) {
       *reason = "no int8 kernels for this isa";
       return nullptr;
@@ -329,9 +322,14 @@ std::unique_ptr<OpInfo> Analyse(TfLiteContext* ctx, int node_index, TfLiteNode* 
     for (double& t : thresholds8) t = opts.min_sparsity_int8;
     const TfLiteTensor* b =
         op->bias != kTfLiteOptionalTensor ? Tensor(ctx, op->bias) : nullptr;
+    // ai-edge-litert's reference int8 FULLY_CONNECTED rounds once, (x * m +
+    // 2^(30 - shift)) >> (31 - shift) in int64, where its CONV_2D rounds
+    // twice (SRDHM, then RoundingDivideByPOT; docs/int8_kernel_research.md,
+    // section 8): the packed filter's output stage follows the node's kind.
+    const bool single_rounding = builtin == kTfLiteBuiltinFullyConnected;
     Int8Claim claim;
-    if (!AnalyseInt8(in, f, b, out, act, op->cout, op->kh, op->kw, op->cin, thresholds8, &claim,
-                     reason)) {
+    if (!AnalyseInt8(in, f, b, out, act, op->cout, op->kh, op->kw, op->cin, single_rounding,
+                     thresholds8, &claim, reason)) {
       return nullptr;
     }
     op->pf8 = std::move(claim.pf);

@@ -46,7 +46,8 @@ bool Int8ActivationRange(int activation, float scale, int32_t zero_point, int32_
 
 bool AnalyseInt8(const TfLiteTensor* input, const TfLiteTensor* filter, const TfLiteTensor* bias,
                  const TfLiteTensor* output, int activation, int cout, int kh, int kw, int cin,
-                 const double thresholds[4], Int8Claim* claim, std::string* reason) {
+                 bool single_rounding, const double thresholds[4], Int8Claim* claim,
+                 std::string* reason) {
   if (input->type != kTfLiteInt8 || output->type != kTfLiteInt8) {
     *reason = "input/output not float32 or int8";
     return false;
@@ -64,6 +65,12 @@ bool AnalyseInt8(const TfLiteTensor* input, const TfLiteTensor* filter, const Tf
   const int scales = fq->scale->size;
   if ((scales != 1 && scales != cout) || (scales > 1 && fq->quantized_dimension != 0)) {
     *reason = "int8 filter not quantized per output channel or per tensor";
+    return false;
+  }
+  if (single_rounding && scales == 1) {
+    // Single rounding was measured for the per-channel FULLY_CONNECTED
+    // (docs/int8_kernel_research.md, section 8), not for the per-tensor one.
+    *reason = "int8 FULLY_CONNECTED with a per-tensor filter scale (only per-channel is claimed)";
     return false;
   }
   if (fq->zero_point != nullptr) {
@@ -91,6 +98,7 @@ bool AnalyseInt8(const TfLiteTensor* input, const TfLiteTensor* filter, const Tf
   Int8ConvParams q;
   q.input_zero_point = input->params.zero_point;
   q.output_zero_point = output->params.zero_point;
+  q.single_rounding = single_rounding;
   if (!Int8ActivationRange(activation, out_scale, q.output_zero_point, &q.act_min,
                            &q.act_max)) {
     *reason = "fused activation not supported (only NONE/RELU/RELU6/RELU_N1_TO_1)";

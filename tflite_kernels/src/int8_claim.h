@@ -28,11 +28,15 @@ bool Int8ActivationRange(int activation, float scale, int32_t zero_point, int32_
 // kh = kw = 1): int8 input and output quantized per tensor, a constant int8
 // filter quantized symmetrically per output channel (or per tensor), an
 // optional constant int32 bias. `thresholds` are the minimum block
-// sparsities per N (kBlockSizes order). Returns true and fills *claim, or
-// false with *reason saying why the node stays with TFLite.
+// sparsities per N (kBlockSizes order). single_rounding: the output stage
+// TFLite's kernel uses (ai-edge-litert's reference FULLY_CONNECTED rounds
+// once, its CONV_2D twice: Int8ConvParams::single_rounding; a single-rounding
+// node must have per-channel filter scales, the form measured). Returns true and
+// fills *claim, or false with *reason saying why the node stays with TFLite.
 bool AnalyseInt8(const TfLiteTensor* input, const TfLiteTensor* filter, const TfLiteTensor* bias,
                  const TfLiteTensor* output, int activation, int cout, int kh, int kw, int cin,
-                 const double thresholds[4], Int8Claim* claim, std::string* reason);
+                 bool single_rounding, const double thresholds[4], Int8Claim* claim,
+                 std::string* reason);
 
 }  // namespace tsp
 

@@ -1,6 +1,8 @@
 // int8 1xN block-sparse convolution, bit-exact with TFLite's reference int8
-// kernels (reference_integer_ops::ConvPerChannel / FullyConnectedPerChannel,
-// double-rounding requantization: qrequant.h). Independent of TFLite.
+// kernels (reference_integer_ops::ConvPerChannel / FullyConnectedPerChannel;
+// requantization with double rounding, as ai-edge-litert's CONV_2D, or single
+// rounding, as its FULLY_CONNECTED: qrequant.h, chosen per filter by
+// Int8ConvParams::single_rounding). Independent of TFLite.
 //
 // Quantization (TFLite's int8 spec): input and output int8 with any zero
 // point; weights int8 with zero point 0, one scale per output channel; bias
@@ -35,6 +37,9 @@ struct Int8ConvParams {
   int32_t act_min = -128, act_max = 127;  // fused activation, int8 (RELU: zp_out..127)
   std::vector<int32_t> multiplier;        // per output channel, QuantizeMultiplier's m
   std::vector<int32_t> shift;             // per output channel, in [-31, 30] (> 0: left)
+  // false: MultiplyByQuantizedMultiplier (double rounding, TFLite's CONV_2D);
+  // true: MultiplyByQuantizedMultiplierSingle (TFLite's FULLY_CONNECTED).
+  bool single_rounding = false;
 };
 
 // Per channel, as TFLite's PopulateConvolutionQuantizationParams:
@@ -50,7 +55,9 @@ struct Int8Requant {
   const int32_t* lshift;  // max(shift, 0)
   const int32_t* rshift;  // max(-shift, 0)
   const int32_t* rmask;   // (1 << rshift) - 1
+  const int32_t* total;   // 31 - shift (single rounding)
   int32_t zp_out, act_min, act_max;
+  bool single_rounding;   // total (single) or lshift / rshift / rmask (double)
 };
 
 // Block-compressed int8 filter. Row r covers output channels [r*n, r*n+n).
@@ -67,8 +74,9 @@ struct PackedFilterInt8 {
   AlignedPtr<int8_t> w;          // packed weights
   int64_t kept_blocks = 0;       // kept (row, input channel) blocks, no pads
   // Per output channel (cout each).
-  AlignedPtr<int32_t> bias, mult, lshift, rshift, rmask;
+  AlignedPtr<int32_t> bias, mult, lshift, rshift, rmask, total;
   int32_t zp_in = 0, zp_out = 0, act_min = -128, act_max = 127;
+  bool single_rounding = false;  // Int8ConvParams::single_rounding
   AlignedPtr<int8_t> pad_row;  // cin bytes of zp_in: the taps outside the image
   int cout() const { return rows * n; }
   Int8Requant requant() const;
@@ -114,6 +122,10 @@ using Int8RowsFn = void (*)(const Int8Tile& t, int r0, int r1);
 using Int8RequantFn = void (*)(const int32_t* acc, const int32_t* mult, const int32_t* lshift,
                                const int32_t* rshift, const int32_t* rmask, int count,
                                int32_t* out);
+// The single-rounding one: MultiplyByQuantizedMultiplierSingleTotal of acc[i]
+// with total[i] = 31 - shift.
+using Int8RequantSingleFn = void (*)(const int32_t* acc, const int32_t* mult,
+                                     const int32_t* total, int count, int32_t* out);
 
 struct Int8UKernel {
   int p = 0;  // pixels per tile
@@ -125,6 +137,8 @@ struct Int8KernelSet {
   Int8UKernel by_n[4];  // N = 4, 8, 16, 32
   Int8RequantFn requant = nullptr;     // the N >= 8 kernels' requantization
   Int8RequantFn requant_n4 = nullptr;  // the N = 4 kernel's, where it differs
+  Int8RequantSingleFn requant_single = nullptr;     // the same, single rounding
+  Int8RequantSingleFn requant_single_n4 = nullptr;
   const Int8UKernel* ForN(int n) const;
 };
 
@@ -158,12 +172,14 @@ void RunSparseConvInt8(const ConvGeometry& g, const PackedFilterInt8& pf, const 
                        ThreadPool* pool, const ConvPlan* plan = nullptr);
 
 // TFLite's reference_integer_ops::ConvPerChannel over the dense OHWI filter
-// (naive loops; taps outside the image skipped; bias may be null).
+// (naive loops; taps outside the image skipped; bias may be null), rounding
+// as q.single_rounding says (false: as TFLite's CONV_2D).
 void ReferenceConvInt8(const ConvGeometry& g, const int8_t* input, const int8_t* filter,
                        const int32_t* bias, const Int8ConvParams& q, int8_t* output);
 
 // TFLite's reference_integer_ops::FullyConnectedPerChannel: m rows of cin
-// inputs, filter [cout][cin], bias may be null, output [m][cout].
+// inputs, filter [cout][cin], bias may be null, output [m][cout]. TFLite's
+// FULLY_CONNECTED rounds once: set q.single_rounding to match it.
 void ReferenceFullyConnectedInt8(const int8_t* input, int m, int cin, const int8_t* filter,
                                  const int32_t* bias, int cout, const Int8ConvParams& q,
                                  int8_t* output);

@@ -28,6 +28,8 @@ Int8Requant PackedFilterInt8::requant() const {
   r.lshift = lshift.get();
   r.rshift = rshift.get();
   r.rmask = rmask.get();
+  r.total = total.get();
+  r.single_rounding = single_rounding;
   r.zp_out = zp_out;
   r.act_min = act_min;
   r.act_max = act_max;
@@ -111,6 +113,7 @@ bool PackFilterInt8(const int8_t* filter, const int32_t* bias, int cout, int kh,
   pf.lshift = AlignedAlloc<int32_t>(size_t(cout));
   pf.rshift = AlignedAlloc<int32_t>(size_t(cout));
   pf.rmask = AlignedAlloc<int32_t>(size_t(cout));
+  pf.total = AlignedAlloc<int32_t>(size_t(cout));
   for (int o = 0; o < cout; ++o) {
     int64_t sum = 0;
     for (int t = 0; t < taps; ++t) {
@@ -123,11 +126,13 @@ bool PackFilterInt8(const int8_t* filter, const int32_t* bias, int cout, int kh,
     pf.lshift[o] = s > 0 ? s : 0;
     pf.rshift[o] = s > 0 ? 0 : -s;
     pf.rmask[o] = int32_t((int64_t(1) << pf.rshift[o]) - 1);
+    pf.total[o] = 31 - s;
   }
   pf.zp_in = q.input_zero_point;
   pf.zp_out = q.output_zero_point;
   pf.act_min = q.act_min;
   pf.act_max = q.act_max;
+  pf.single_rounding = q.single_rounding;
   pf.pad_row = AlignedAlloc<int8_t>(size_t(cin));
   std::memset(pf.pad_row.get(), int(int8_t(q.input_zero_point)), size_t(cin));
   *out = std::move(pf);

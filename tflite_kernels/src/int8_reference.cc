@@ -6,6 +6,8 @@
 //     + output_offset; clamp)
 //   tensorflow/lite/kernels/internal/reference/integer_ops/fully_connected.h
 //     (FullyConnectedPerChannel: the same over the accumulation depth)
+// The requantization rounds twice or once as q.single_rounding says
+// (ai-edge-litert's CONV_2D: twice; its FULLY_CONNECTED: once).
 // The int32 sums wrap (computed unsigned), as the optimised paths do.
 #include <algorithm>
 
@@ -17,7 +19,8 @@ namespace tsp {
 namespace {
 
 inline int8_t OutputStage(uint32_t acc, int o, const Int8ConvParams& q) {
-  int32_t v = MultiplyByQuantizedMultiplier(int32_t(acc), q.multiplier[size_t(o)], q.shift[size_t(o)]);
+  int32_t v = MultiplyByQuantizedMultiplier(int32_t(acc), q.multiplier[size_t(o)],
+                                            q.shift[size_t(o)], q.single_rounding);
   v = int32_t(uint32_t(v) + uint32_t(q.output_zero_point));
   v = std::min(std::max(v, q.act_min), q.act_max);
   return int8_t(v);

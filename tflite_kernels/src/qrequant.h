@@ -1,11 +1,17 @@
 // TFLite's int8 requantization, scalar and exact: what the reference int8
-// kernels (double rounding, the default build) do to an int32 accumulator.
+// kernels do to an int32 accumulator, in both of TFLite's forms: double
+// rounding (the default build's MultiplyByQuantizedMultiplier, what
+// ai-edge-litert's reference int8 CONV_2D uses) and single rounding (the
+// TFLITE_SINGLE_ROUNDING form, what its reference int8 FULLY_CONNECTED uses:
+// docs/int8_kernel_research.md, section 8).
 //
 // Written from the formulas (docs/int8_kernel_research.md, section 1); the
 // upstream definitions they describe are
 //   QuantizeMultiplier            tensorflow/lite/kernels/internal/quantization_util.cc
 //   MultiplyByQuantizedMultiplier tensorflow/lite/kernels/internal/common.cc
-//                                 (the branch without TFLITE_SINGLE_ROUNDING)
+//                                 (the branch without TFLITE_SINGLE_ROUNDING;
+//                                 MultiplyByQuantizedMultiplierSingle below:
+//                                 the TFLITE_SINGLE_ROUNDING branch)
 //   SaturatingRoundingDoublingHighMul, RoundingDivideByPOT
 //                                 google/gemmlowp fixedpoint/fixedpoint.h
 // The vector paths (ukernels_int8_*.cc) are tested bit-exact against these.
@@ -82,6 +88,30 @@ inline int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t m, int shift) {
 inline int32_t MultiplyByQuantizedMultiplierSplit(int32_t x, int32_t m, int lshift, int rshift) {
   const int32_t xs = static_cast<int32_t>(static_cast<uint32_t>(x) << lshift);
   return RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(xs, m), rshift);
+}
+
+// Single rounding (upstream: MultiplyByQuantizedMultiplier's
+// TFLITE_SINGLE_ROUNDING branch, tensorflow/lite/kernels/internal/common.cc),
+// shift in [-31, 30]: with total = 31 - shift in [1, 62],
+//   (int64(x) * m + 2^(total - 1)) >> total,
+// an arithmetic shift (floor: ties upward), the int64 result cast to int32.
+// |x * m| <= 2^62, so the sum cannot overflow int64. Upstream only
+// DCHECKs that the result fits int32 (it may not for a left shift); the cast
+// keeps its low 32 bits, as every vector path does.
+inline int32_t MultiplyByQuantizedMultiplierSingleTotal(int32_t x, int32_t m, int total) {
+  const int64_t sum = int64_t(x) * int64_t(m) + (int64_t(1) << (total - 1));
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(sum >> total)));
+}
+
+inline int32_t MultiplyByQuantizedMultiplierSingle(int32_t x, int32_t m, int shift) {
+  return MultiplyByQuantizedMultiplierSingleTotal(x, m, 31 - shift);
+}
+
+// Either form.
+inline int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t m, int shift,
+                                             bool single_rounding) {
+  return single_rounding ? MultiplyByQuantizedMultiplierSingle(x, m, shift)
+                         : MultiplyByQuantizedMultiplier(x, m, shift);
 }
 
 }  // namespace tsp

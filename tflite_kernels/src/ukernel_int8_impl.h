@@ -14,6 +14,10 @@
 //   rshift_param(const int32_t*)   the right shifts in the form requant takes
 //   requant(x, mult, lshift, rshift_param, rmask)
 //                             MultiplyByQuantizedMultiplier, bit-exact (qrequant.h)
+//   total_param(const int32_t*)   the single-rounding shifts 31 - shift, in the
+//                             form requant_single takes
+//   requant_single(x, mult, total_param)
+//                             MultiplyByQuantizedMultiplierSingle, bit-exact
 //   splat(int32_t), add, max, min (int32 lanes; add wraps)
 //   narrow_store<G>(int8_t*, const acc (&)[G])   G * kOut values in [-128, 127]
 #ifndef TSP_UKERNEL_INT8_IMPL_H_
@@ -26,8 +30,9 @@
 #define TSP_I8_UNROLL _Pragma("GCC unroll 32")
 
 // The output stage of one row (G registers, channels from c0): loaded once
-// per row, applied to each pixel's accumulators.
-template <class VT, int G>
+// per row, applied to each pixel's accumulators. kSingle: single rounding
+// (mult and total only), else double (mult, lshift, rshift, rmask).
+template <class VT, int G, bool kSingle>
 struct Int8OutStage {
   using acc = typename VT::acc;
   acc m[G], l[G], r[G], mask[G];
@@ -36,9 +41,13 @@ struct Int8OutStage {
     constexpr int K = VT::kOut;
     TSP_I8_UNROLL for (int g = 0; g < G; ++g) {
       m[g] = VT::load32(rq.mult + c0 + g * K);
-      l[g] = VT::load32(rq.lshift + c0 + g * K);
-      r[g] = VT::rshift_param(rq.rshift + c0 + g * K);
-      mask[g] = VT::load32(rq.rmask + c0 + g * K);
+      if constexpr (kSingle) {
+        r[g] = VT::total_param(rq.total + c0 + g * K);
+      } else {
+        l[g] = VT::load32(rq.lshift + c0 + g * K);
+        r[g] = VT::rshift_param(rq.rshift + c0 + g * K);
+        mask[g] = VT::load32(rq.rmask + c0 + g * K);
+      }
     }
     zp = VT::splat(rq.zp_out);
     lo = VT::splat(rq.act_min);
@@ -47,7 +56,12 @@ struct Int8OutStage {
   __attribute__((always_inline)) void Store(const acc (&a)[G], int8_t* out) const {
     acc v[G];
     TSP_I8_UNROLL for (int g = 0; g < G; ++g) {
-      const acc q = VT::requant(a[g], m[g], l[g], r[g], mask[g]);
+      acc q;
+      if constexpr (kSingle) {
+        q = VT::requant_single(a[g], m[g], r[g]);
+      } else {
+        q = VT::requant(a[g], m[g], l[g], r[g], mask[g]);
+      }
       v[g] = VT::min(VT::max(VT::add(q, zp), lo), hi);
     }
     VT::template narrow_store<G>(out, v);
@@ -86,8 +100,14 @@ static void Int8RowsKernel(const tsp::Int8Tile& t, int r0, int r1) {
         }
       }
     }
-    const Int8OutStage<VT, G> os(*t.rq, r * N);
-    TSP_I8_UNROLL for (int p = 0; p < P; ++p) os.Store(a[p], t.out + p * t.out_stride + int64_t(r) * N);
+    int8_t* const out = t.out + int64_t(r) * N;
+    if (t.rq->single_rounding) {  // per filter: the same branch every row
+      const Int8OutStage<VT, G, true> os(*t.rq, r * N);
+      TSP_I8_UNROLL for (int p = 0; p < P; ++p) os.Store(a[p], out + p * t.out_stride);
+    } else {
+      const Int8OutStage<VT, G, false> os(*t.rq, r * N);
+      TSP_I8_UNROLL for (int p = 0; p < P; ++p) os.Store(a[p], out + p * t.out_stride);
+    }
   }
 }
 
@@ -102,6 +122,16 @@ static void Int8RequantArray(const int32_t* acc, const int32_t* mult, const int3
     VT::store32(out + i, VT::requant(VT::load32(acc + i), VT::load32(mult + i),
                                      VT::load32(lshift + i), VT::rshift_param(rshift + i),
                                      VT::load32(rmask + i)));
+  }
+}
+
+template <class VT>
+static void Int8RequantSingleArray(const int32_t* acc, const int32_t* mult, const int32_t* total,
+                                   int count, int32_t* out) {
+  constexpr int K = VT::kOut;
+  for (int i = 0; i + K <= count; i += K) {
+    VT::store32(out + i, VT::requant_single(VT::load32(acc + i), VT::load32(mult + i),
+                                            VT::total_param(total + i)));
   }
 }
 

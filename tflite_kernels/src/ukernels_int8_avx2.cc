@@ -11,6 +11,12 @@
 // form of SRDHM, qrequant.h), the MIN x MIN case fixed to MAX; then
 // RoundingDivideByPOT with per-lane variable shifts (vpsravd) and its
 // remainder / threshold comparison.
+// Single rounding (FULLY_CONNECTED): (x * m + 2^(t-1)) >> t, t = 31 - shift
+// in [1, 62], on the 64-bit products of the even and the odd lanes (vpmuldq).
+// AVX2 has no 64-bit arithmetic shift: adding 2^62 makes the sum
+// non-negative (|x * m| <= 2^62, and the sum stays below 2^64), a logical
+// shift (vpsrlvq) then floors it, and 2^62 >> t = 2^(62 - t) is subtracted
+// back; the low dwords of the two halves are the int32 results.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -27,6 +33,24 @@ __attribute__((always_inline)) inline int32_t PairBits(const int8_t* a, const in
   int32_t v;
   asm("movsbl %1, %0\n\tshll $16, %0\n\tmovsbw %2, %w0" : "=&r"(v) : "m"(*b), "m"(*a));
   return v;
+}
+
+// Single rounding of 64-bit lanes: p (vpmuldq products) and per-lane shifts
+// t in [1, 62] (each qword's low dword; its high dword 0):
+// ((p + 2^62 + 2^(t - 1)) >>> t) - (2^62 >>> t).
+__attribute__((always_inline)) inline __m256i SingleRound64(__m256i p, __m256i t) {
+  const __m256i big = _mm256_set1_epi64x(int64_t(1) << 62);
+  const __m256i one = _mm256_set1_epi64x(1);
+  const __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(t, one));
+  const __m256i u = _mm256_add_epi64(_mm256_add_epi64(p, big), half);
+  return _mm256_sub_epi64(_mm256_srlv_epi64(u, t), _mm256_srlv_epi64(big, t));
+}
+__attribute__((always_inline)) inline __m128i SingleRound64(__m128i p, __m128i t) {
+  const __m128i big = _mm_set1_epi64x(int64_t(1) << 62);
+  const __m128i one = _mm_set1_epi64x(1);
+  const __m128i half = _mm_sllv_epi64(one, _mm_sub_epi64(t, one));
+  const __m128i u = _mm_add_epi64(_mm_add_epi64(p, big), half);
+  return _mm_sub_epi64(_mm_srlv_epi64(u, t), _mm_srlv_epi64(big, t));
 }
 
 struct Avx2Int8Traits {  // 8 int32 outputs per ymm
@@ -62,6 +86,15 @@ struct Avx2Int8Traits {  // 8 int32 outputs per ymm
     const __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1),
                                          _mm256_cmpgt_epi32(_mm256_setzero_si256(), h));
     return _mm256_sub_epi32(_mm256_srav_epi32(h, r), _mm256_cmpgt_epi32(rem, thr));
+  }
+  static acc total_param(const int32_t* p) { return load32(p); }
+  static acc requant_single(acc x, acc m, acc t) {
+    const __m256i lo32 = _mm256_set1_epi64x(0xffffffff);
+    const __m256i even = SingleRound64(_mm256_mul_epi32(x, m), _mm256_and_si256(t, lo32));
+    const __m256i odd = SingleRound64(
+        _mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(m, 32)),
+        _mm256_srli_epi64(t, 32));
+    return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
   }
   static acc splat(int32_t v) { return _mm256_set1_epi32(v); }
   static acc add(acc a, acc b) { return _mm256_add_epi32(a, b); }
@@ -112,6 +145,14 @@ struct Sse4Int8Traits {  // 4 int32 outputs per xmm (N = 4), VEX-encoded with AV
         _mm_sub_epi32(_mm_srli_epi32(mask, 1), _mm_cmpgt_epi32(_mm_setzero_si128(), h));
     return _mm_sub_epi32(_mm_srav_epi32(h, r), _mm_cmpgt_epi32(rem, thr));
   }
+  static acc total_param(const int32_t* p) { return load32(p); }
+  static acc requant_single(acc x, acc m, acc t) {
+    const __m128i lo32 = _mm_set1_epi64x(0xffffffff);
+    const __m128i even = SingleRound64(_mm_mul_epi32(x, m), _mm_and_si128(t, lo32));
+    const __m128i odd = SingleRound64(_mm_mul_epi32(_mm_srli_epi64(x, 32), _mm_srli_epi64(m, 32)),
+                                      _mm_srli_epi64(t, 32));
+    return _mm_blend_epi32(even, _mm_slli_epi64(odd, 32), 0xA);
+  }
   static acc splat(int32_t v) { return _mm_set1_epi32(v); }
   static acc add(acc a, acc b) { return _mm_add_epi32(a, b); }
   static acc max(acc a, acc b) { return _mm_max_epi32(a, b); }
@@ -137,6 +178,8 @@ tsp::Int8KernelSet MakeAvx2Int8() {
   ks.by_n[3] = MakeInt8UKernel<Avx2Int8Traits, 32, 2>();
   ks.requant = &Int8RequantArray<Avx2Int8Traits>;
   ks.requant_n4 = &Int8RequantArray<Sse4Int8Traits>;
+  ks.requant_single = &Int8RequantSingleArray<Avx2Int8Traits>;
+  ks.requant_single_n4 = &Int8RequantSingleArray<Sse4Int8Traits>;
   return ks;
 }
 

@@ -14,6 +14,9 @@
 // Verified bit-exact against qrequant.h by tests/test_int8_requant.cc under
 // qemu-aarch64 (random and edge-case accumulators, multipliers, all shifts
 // -31..30, exact ties); dropping the fixup fails it.
+// Single rounding (FULLY_CONNECTED), 2 x 2 lanes: smull / smull2 give the
+// int64 products, srshl by -(31 - shift) is exactly (p + 2^(total-1)) >> total,
+// xtn narrows (the int32 cast).
 #include <arm_neon.h>
 
 #include <cstdint>
@@ -40,6 +43,15 @@ struct NeonInt8Traits {  // 4 int32 outputs per q register
     x = vqrdmulhq_s32(vshlq_s32(x, l), m);
     const int32x4_t fixup = vshrq_n_s32(vandq_s32(x, neg_r), 31);
     return vrshlq_s32(vqaddq_s32(x, fixup), neg_r);
+  }
+  static acc total_param(const int32_t* p) { return vnegq_s32(vld1q_s32(p)); }
+  static acc requant_single(acc x, acc m, acc neg_total) {
+    // srshl by -total: (p + 2^(total - 1)) >> total, the rounding add done
+    // without overflow; xtn keeps the low 32 bits (the int32 cast).
+    const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(m)),
+                                    vmovl_s32(vget_low_s32(neg_total)));
+    const int64x2_t hi = vrshlq_s64(vmull_high_s32(x, m), vmovl_high_s32(neg_total));
+    return vcombine_s32(vmovn_s64(lo), vmovn_s64(hi));
   }
   static acc splat(int32_t v) { return vdupq_n_s32(v); }
   static acc add(acc a, acc b) { return vaddq_s32(a, b); }
@@ -72,6 +84,8 @@ tsp::Int8KernelSet MakeNeonInt8() {
   ks.by_n[3] = MakeInt8UKernel<NeonInt8Traits, 32, 2>();
   ks.requant = &Int8RequantArray<NeonInt8Traits>;
   ks.requant_n4 = ks.requant;
+  ks.requant_single = &Int8RequantSingleArray<NeonInt8Traits>;
+  ks.requant_single_n4 = ks.requant_single;
   return ks;
 }
 

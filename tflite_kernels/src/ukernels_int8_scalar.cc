@@ -1,5 +1,5 @@
 // Portable scalar int8 path: plain int32 arithmetic (compiled without
-// auto-vectorisation), its requantization the scalar one of qrequant.h.
+// auto-vectorisation), its requantizations the scalar ones of qrequant.h.
 #include <algorithm>
 #include <cstdint>
 
@@ -28,6 +28,10 @@ struct ScalarInt8Traits {
   static acc requant(acc x, acc m, acc l, acc r, acc /*rmask*/) {
     return tsp::MultiplyByQuantizedMultiplierSplit(x, m, l, r);
   }
+  static acc total_param(const int32_t* p) { return *p; }
+  static acc requant_single(acc x, acc m, acc total) {
+    return tsp::MultiplyByQuantizedMultiplierSingleTotal(x, m, total);
+  }
   static acc splat(int32_t v) { return v; }
   static acc add(acc a, acc b) { return int32_t(uint32_t(a) + uint32_t(b)); }
   static acc max(acc a, acc b) { return std::max(a, b); }
@@ -49,6 +53,8 @@ tsp::Int8KernelSet MakeScalarInt8() {
   ks.by_n[3] = MakeInt8UKernel<ScalarInt8Traits, 32, 1>();
   ks.requant = &Int8RequantArray<ScalarInt8Traits>;
   ks.requant_n4 = ks.requant;
+  ks.requant_single = &Int8RequantSingleArray<ScalarInt8Traits>;
+  ks.requant_single_n4 = ks.requant_single;
   return ks;
 }
 

@@ -28,6 +28,7 @@ std::vector<const tsp::Int8KernelSet*> Int8Paths();
 // tests/test_int8_requant.cc
 void TestQuantizeMultiplier(std::mt19937& rng);
 void TestScalarRequantFormulas(std::mt19937& rng);
+void TestScalarSingleRounding(std::mt19937& rng);
 void TestVectorRequant(std::mt19937& rng);
 // tests/test_int8_api.cc
 void TestPackRejects();

@@ -1,7 +1,9 @@
 // int8 1xN sparse convolution: packing, and every path (scalar, AVX2, NEON;
 // with and without a plan, with a pool of 2) BIT-EXACT against TFLite's
 // reference ConvPerChannel / FullyConnectedPerChannel (int8_reference.cc),
-// plus the requantization tests (test_int8_requant.cc). Plain main(), ctest.
+// with double rounding (TFLite's CONV_2D) and single rounding (its
+// FULLY_CONNECTED), plus the requantization tests (test_int8_requant.cc).
+// Plain main(), ctest.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -27,6 +29,7 @@ std::vector<const tsp::Int8KernelSet*> Int8Paths() {
 namespace {
 
 int g_convs = 0;  // layer x path x variant runs compared
+int g_single_runs = 0;  // of which with single rounding
 int64_t g_outputs = 0, g_unclamped = 0;
 int g_channels = 0, g_positive_shifts = 0;  // output channels generated, with a shift > 0
 int g_shift_lo = 99, g_shift_hi = -99;  // reference outputs, those strictly inside the clamp
@@ -172,13 +175,14 @@ void CheckPacking(const Config& c, const std::string& name, const std::vector<in
   CHECK(pad_ok, "%s: pad row is not zp_in", name.c_str());
 }
 
-void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
-  const std::string name = Describe(c);
+void RunConfig(const Config& c, bool single, std::mt19937& rng, tsp::ThreadPool* pool2) {
+  const std::string name = Describe(c) + (single ? " single" : "");
   const tsp::ConvGeometry g = Geometry(c);
   if (g.out_h <= 0 || g.out_w <= 0) return;
   const std::vector<int8_t> filter = MakeFilter(c, rng);
   std::vector<int32_t> bias;
-  const tsp::Int8ConvParams q = MakeParams(c, filter, &bias, rng);
+  tsp::Int8ConvParams q = MakeParams(c, filter, &bias, rng);
+  q.single_rounding = single;
   std::uniform_int_distribution<int> xd(-128, 127);
   std::vector<int8_t> input(size_t(c.batch) * c.in_h * c.in_w * c.cin);
   for (auto& v : input) v = int8_t(xd(rng));
@@ -190,6 +194,8 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
   CHECK(packed, "pack %s: %s", name.c_str(), err.c_str());
   if (!packed) return;
   CheckPacking(c, name, filter, bias, q, pf);
+  CHECK(pf.single_rounding == single && pf.requant().single_rounding == single,
+        "%s: rounding mode not packed", name.c_str());
 
   std::vector<int8_t> ref(size_t(g.pixels()) * c.cout);
   tsp::ReferenceConvInt8(g, input.data(), filter.data(), bias.data(), q, ref.data());
@@ -198,7 +204,7 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
     for (size_t i = 0; i < ref.size(); ++i) {
       const int o = int(i % size_t(c.cout));
       int32_t v = tsp::MultiplyByQuantizedMultiplier(bias[size_t(o)], q.multiplier[size_t(o)],
-                                                     q.shift[size_t(o)]);
+                                                     q.shift[size_t(o)], single);
       v = std::min(std::max(v + q.output_zero_point, q.act_min), q.act_max);
       bad += ref[i] != int8_t(v);
     }
@@ -222,16 +228,18 @@ void RunConfig(const Config& c, std::mt19937& rng, tsp::ThreadPool* pool2) {
             name.c_str(), ks->name, variant, d, d / c.cout, d % c.cout, d < 0 ? 0 : out[size_t(d)],
             d < 0 ? 0 : ref[size_t(d)]);
       ++g_convs;
+      g_single_runs += single;
     }
   }
 }
 
 // FULLY_CONNECTED: the per-channel reference, the 1x1 convolution reference
-// over the same M rows, and every path (ConvGeometry 1 x M).
-void RunFullyConnected(int m, int cin, int cout, int n, double sparsity, std::mt19937& rng,
-                       tsp::ThreadPool* pool2) {
+// over the same M rows, and every path (ConvGeometry 1 x M). single: single
+// rounding (TFLite's FULLY_CONNECTED), else double.
+void RunFullyConnected(int m, int cin, int cout, int n, double sparsity, bool single,
+                       std::mt19937& rng, tsp::ThreadPool* pool2) {
   Config c{1, 1, m, cin, cout, 1, 1, 1, 1, n, false, sparsity, 999, 999, 1, false};
-  const std::string name = "FC " + Describe(c);
+  const std::string name = "FC " + Describe(c) + (single ? " single" : "");
   const std::vector<int8_t> filter = MakeFilter(c, rng);
   std::vector<int32_t> bias;
   tsp::Int8ConvParams q = MakeParams(c, filter, &bias, rng);
@@ -240,6 +248,7 @@ void RunFullyConnected(int m, int cin, int cout, int n, double sparsity, std::mt
   std::uniform_real_distribution<float> sd(0.001f, 0.05f);
   for (auto& s : fs) s = sd(rng);
   tsp::PerChannelMultipliers(0.02f, fs.data(), cout, 0.1f, cout, &q);
+  q.single_rounding = single;
   std::uniform_int_distribution<int> xd(-128, 127);
   std::vector<int8_t> input(size_t(m) * cin);
   for (auto& v : input) v = int8_t(xd(rng));
@@ -263,6 +272,7 @@ void RunFullyConnected(int m, int cin, int cout, int n, double sparsity, std::mt
       CHECK(d < 0, "%s path %s: output %ld = %d, reference %d", name.c_str(), ks->name, d,
             d < 0 ? 0 : out[size_t(d)], d < 0 ? 0 : ref[size_t(d)]);
       ++g_convs;
+      g_single_runs += single;
     }
   }
 }
@@ -279,6 +289,7 @@ int main(int argc, char** argv) {
   TestDispatch();
   TestQuantizeMultiplier(rng);
   TestScalarRequantFormulas(rng);
+  TestScalarSingleRounding(rng);
   TestVectorRequant(rng);
   TestPackRejects();
 
@@ -325,15 +336,27 @@ int main(int argc, char** argv) {
     c.full_range_weights = pick(rng) % 4 == 0;
     configs.push_back(c);
   }
-  for (const Config& c : configs) RunConfig(c, rng, &pool2);
-  RunFullyConnected(1, 100, 32, 16, 0.5, rng, &pool2);
-  RunFullyConnected(7, 257, 64, 16, 0.9, rng, &pool2);
-  RunFullyConnected(33, 64, 48, 8, 0.0, rng, &pool2);
-  RunFullyConnected(5, 50, 64, 32, 1.0, rng, &pool2);
-  std::printf("%zu layers + 4 FC, %d runs compared bit-exact (%lld outputs per path and "
-              "variant, %.0f%% strictly inside the activation range; %d of %d channels with "
-              "a left shift, shifts %d..%d); %d checks, %d failures\n",
-              configs.size(), g_convs, (long long)g_outputs,
+  // Every layer with double rounding (TFLite's CONV_2D), then with single
+  // rounding (new random weights and parameters).
+  for (bool single : {false, true}) {
+    for (const Config& c : configs) RunConfig(c, single, rng, &pool2);
+  }
+  int fcs = 0;
+  for (bool single : {false, true}) {
+    RunFullyConnected(1, 100, 32, 16, 0.5, single, rng, &pool2);
+    RunFullyConnected(7, 257, 64, 16, 0.9, single, rng, &pool2);
+    RunFullyConnected(33, 64, 48, 8, 0.0, single, rng, &pool2);
+    RunFullyConnected(5, 50, 64, 32, 1.0, single, rng, &pool2);
+    RunFullyConnected(3, 37, 16, 4, 0.5, single, rng, &pool2);
+    RunFullyConnected(2, 1024, 128, 32, 0.8, single, rng, &pool2);
+    fcs += 6;
+  }
+  std::printf("%zu layers x 2 roundings + %d FC, %d runs compared bit-exact (%d with single "
+              "rounding; %lld outputs per path and variant, %.0f%% strictly inside the "
+              "activation range; %d of %d channels with a left shift, shifts %d..%d); %d checks, "
+              "%d failures\n",
+              configs.size(), fcs, g_convs, g_single_runs,
+              (long long)g_outputs,
               100.0 * double(g_unclamped) / double(std::max<int64_t>(1, g_outputs)),
               g_positive_shifts, g_channels, g_shift_lo, g_shift_hi, g_checks,
               g_failures);

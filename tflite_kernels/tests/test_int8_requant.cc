@@ -1,7 +1,8 @@
-// Requantization: QuantizeMultiplier, the scalar double-rounding formulas
-// against independent formulations and hand-computed values, and every
-// vector path's requantization against the scalar one (random and edge-case
-// accumulators, multipliers and shifts). Bit-exact: no tolerance anywhere.
+// Requantization: QuantizeMultiplier, the scalar double- and single-rounding
+// formulas against independent formulations and hand-computed values, and
+// every vector path's requantizations (both forms) against the scalar ones
+// (random and edge-case accumulators, multipliers and shifts). Bit-exact: no
+// tolerance anywhere.
 #include <cinttypes>
 #include <cmath>
 #include <cstdint>
@@ -28,6 +29,17 @@ int32_t RoundHalfAwayPot(int32_t x, int e) {
   const int64_t mag = x < 0 ? -int64_t(x) : int64_t(x);
   const int64_t q = (mag + (int64_t(1) << (e - 1))) >> e;
   return int32_t(x < 0 ? -q : q);
+}
+
+// Single rounding as round(x * m / 2^t) with ties upward, by exact 128-bit
+// floor division: floor((2 * x * m + 2^t) / 2^(t + 1)); low 32 bits.
+int32_t SingleRoundingExact(int32_t x, int32_t m, int shift) {
+  const int t = 31 - shift;
+  const __int128 num = __int128(x) * m * 2 + (__int128(1) << t);
+  const __int128 den = __int128(1) << (t + 1);
+  __int128 q = num / den;
+  if (num % den != 0 && num < 0) --q;  // floor
+  return int32_t(uint32_t(static_cast<unsigned __int128>(q)));
 }
 
 }  // namespace
@@ -116,6 +128,44 @@ void TestScalarRequantFormulas(std::mt19937& rng) {
   CHECK(bad_pot == 0, "RoundingDivideByPOT vs round-half-away: %d mismatches", bad_pot);
 }
 
+void TestScalarSingleRounding(std::mt19937& rng) {
+  // Hand-computed values: single rounding, ties upward.
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(100, 1 << 30, 0) == 50, "MBQMS(100, 0.5)");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(5, 1 << 30, -1) == 1, "MBQMS(5, 0.25)");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(-5, 1 << 30, -1) == -1, "MBQMS(-5, 0.25)");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(6, 1 << 30, -1) == 2, "MBQMS(6, 0.25) tie up");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(-6, 1 << 30, -1) == -1, "MBQMS(-6, 0.25) tie up");
+  CHECK(tsp::MultiplyByQuantizedMultiplier(-6, 1 << 30, -1) == -2, "MBQM(-6, 0.25) double");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(-3, 1 << 30, 1) == -3, "MBQMS(-3, 1.0)");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(-25079, 1939978760, -8) == -88,
+        "MBQMS(-25079, 1939978760, -8) (docs: single -88)");
+  CHECK(tsp::MultiplyByQuantizedMultiplier(-25079, 1939978760, -8) == -89,
+        "MBQM(-25079, 1939978760, -8) (docs: double -89)");
+  // (2^62 + 2^61) >> 62 = 1; (2^62 + 2^0) >> 1 = 2^61 (low 32 bits 0).
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(kMin, kMin, -31) == 1, "MBQMS(MIN, MIN, -31)");
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(kMin, kMin, 30) == 0, "MBQMS(MIN, MIN, 30)");
+  // 2^60 >> 29 = 2^31: the int32 cast keeps the low 32 bits, INT32_MIN.
+  CHECK(tsp::MultiplyByQuantizedMultiplierSingle(1 << 30, 1 << 30, 2) == kMin,
+        "MBQMS(2^30, 2^30, 2) wraps");
+  CHECK(tsp::MultiplyByQuantizedMultiplier(5, 1 << 30, -1, true) == 1 &&
+            tsp::MultiplyByQuantizedMultiplier(5, 1 << 30, -1, false) == 2,
+        "MBQM(..., single_rounding) picks the form");
+  // Independent formulation (128-bit exact), random and at the edges.
+  std::uniform_int_distribution<int32_t> any(kMin, kMax);
+  std::uniform_int_distribution<int> sh(-31, 30);
+  int bad = 0;
+  for (int i = 0; i < 200000; ++i) {
+    int32_t x = any(rng), m = any(rng);
+    const int s = sh(rng);
+    if (i % 4 == 1) x = kMin + (x & 7);
+    if (i % 4 == 2) m = kMax - (m & 7);
+    if (i % 8 == 3) x = m = kMin;
+    if (i % 8 == 5) x >>= 16;
+    bad += tsp::MultiplyByQuantizedMultiplierSingle(x, m, s) != SingleRoundingExact(x, m, s);
+  }
+  CHECK(bad == 0, "single rounding vs exact 128-bit rounding: %d mismatches", bad);
+}
+
 namespace {
 
 // Runs fn over (acc, m, shift) triples in batches of 8 and compares with the
@@ -138,6 +188,29 @@ int CompareRequant(const char* path, tsp::Int8RequantFn fn, const std::vector<in
     if (out[i] != want && ++bad <= 5) {
       std::printf("  %s: MBQM(%d, %d, %d) = %d, want %d\n", path, acc[i], mult[i], shift[i],
                   out[i], want);
+    }
+  }
+  return bad;
+}
+
+// The same for a single-rounding requantization (total = 31 - shift).
+int CompareRequantSingle(const char* path, tsp::Int8RequantSingleFn fn,
+                         const std::vector<int32_t>& acc, const std::vector<int32_t>& mult,
+                         const std::vector<int>& shift) {
+  const size_t n = (acc.size() + 7) / 8 * 8;
+  std::vector<int32_t> a(n, 0), m(n, 0), t(n, 31), out(n, 0);
+  for (size_t i = 0; i < acc.size(); ++i) {
+    a[i] = acc[i];
+    m[i] = mult[i];
+    t[i] = 31 - shift[i];
+  }
+  fn(a.data(), m.data(), t.data(), int(n), out.data());
+  int bad = 0;
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const int32_t want = tsp::MultiplyByQuantizedMultiplierSingle(acc[i], mult[i], shift[i]);
+    if (out[i] != want && ++bad <= 5) {
+      std::printf("  %s: MBQM single(%d, %d, %d) = %d, want %d\n", path, acc[i], mult[i],
+                  shift[i], out[i], want);
     }
   }
   return bad;
@@ -181,6 +254,9 @@ void TestVectorRequant(std::mt19937& rng) {
         CHECK(tsp::SaturatingRoundingDoublingHighMul(xs, kMax) == xs, "tie setup %d", xs);
         add(xs, kMax, -e);
         add(xs, 1 << 30, -e);
+        // Single rounding's ties: x * 2^30 = (2q + 1) * 2^(total - 1) at
+        // shift 1 - e (total = 30 + e).
+        add(xs, 1 << 30, 1 - e);
         ++ties;
       }
     }
@@ -194,13 +270,22 @@ void TestVectorRequant(std::mt19937& rng) {
   for (int i = 0; i < 200000; ++i) {
     add(i % 2 ? any(rng) : small(rng), i % 5 ? qm(rng) : any(rng), sh(rng));
   }
-  std::printf("requantization: %zu cases (%d exact ties) per path\n", acc.size(), ties);
+  std::printf("requantization: %zu cases (%d exact ties) per path and rounding\n", acc.size(),
+              ties);
   for (const tsp::Int8KernelSet* ks : Int8Paths()) {
     const int bad = CompareRequant(ks->name, ks->requant, acc, mult, shift);
     CHECK(bad == 0, "path %s: requantization differs from the scalar in %d cases", ks->name, bad);
     if (ks->requant_n4 != ks->requant) {
       const int bad4 = CompareRequant(ks->name, ks->requant_n4, acc, mult, shift);
       CHECK(bad4 == 0, "path %s (N=4): requantization differs in %d cases", ks->name, bad4);
+    }
+    const int bad_s = CompareRequantSingle(ks->name, ks->requant_single, acc, mult, shift);
+    CHECK(bad_s == 0, "path %s: single-rounding requantization differs from the scalar in %d cases",
+          ks->name, bad_s);
+    if (ks->requant_single_n4 != ks->requant_single) {
+      const int bad_s4 = CompareRequantSingle(ks->name, ks->requant_single_n4, acc, mult, shift);
+      CHECK(bad_s4 == 0, "path %s (N=4): single-rounding requantization differs in %d cases",
+            ks->name, bad_s4);
     }
   }
 }
