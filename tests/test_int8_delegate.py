@@ -299,3 +299,72 @@ def test_the_reference_int8_conv_rounds_twice_and_its_fully_connected_once(kind,
     other = "single" if rounding == "double" else "double"
     assert agree[rounding] == y.size, agree
     assert agree[other] < y.size, agree  # the data holds cases where the two differ
+
+
+# ---- the int8 ADD (core: int8_add.h; the delegate does not claim it yet) ---------------------
+def _add_params(s1: float, s2: float, s_out: float) -> list[tuple[int, int]]:
+    """TFLite's int8 ADD (tensorflow/lite/kernels/add.cc, Prepare): left_shift = 20,
+    twice_max = 2 max(s1, s2); the multipliers s1 / twice_max, s2 / twice_max and
+    twice_max / (2^20 s_out), each QuantizeMultiplier'd (all below one: shift <= 0)."""
+    twice_max = 2.0 * max(float(np.float64(s1)), float(np.float64(s2)))
+    reals = (
+        float(np.float64(s1)) / twice_max,
+        float(np.float64(s2)) / twice_max,
+        twice_max / ((1 << 20) * float(np.float64(s_out))),
+    )
+    return [_quantize_multiplier(r) for r in reals]
+
+
+def _int8_add(a, b, qa, qb, qo, rounding: str, act=(-128, 127)) -> np.ndarray:
+    """The reference int8 ADD's formula, in either rounding: per element
+    v_i = (x_i - zp_i) << 20, scaled_i = requant(v_i, m_i, shift_i),
+    out = clamp(requant(scaled_1 + scaled_2, m_out, shift_out) + zp_out)."""
+    f = _double_rounding if rounding == "double" else _single_rounding
+    (m1, s1), (m2, s2), (mo, so) = _add_params(qa["scales"][0], qb["scales"][0], qo["scales"][0])
+    x1 = (a.astype(np.int64).ravel() - int(qa["zero_points"][0])) << 20
+    x2 = (b.astype(np.int64).ravel() - int(qb["zero_points"][0])) << 20
+    raw = f(f(x1, m1, s1) + f(x2, m2, s2), mo, so) + int(qo["zero_points"][0])
+    return np.clip(raw, *act).reshape(a.shape)
+
+
+def test_the_reference_int8_add_rounds_twice():
+    """ai-edge-litert's reference int8 ADD (the fused epilogue's target): the formula
+    of add.cc with double rounding (SaturatingRoundingDoublingHighMul then
+    RoundingDivideByPOT) at each of its three requantizations reproduces every element;
+    single rounding ((x m + 2^(t-1)) >> t) does not. Random scales almost never make
+    the two differ (no ties), so the ranges are dyadic: s_a = 1/64, s_b = 1/32 and
+    s_out = 1/32 (a + b calibrated over [-4, 3.96875]), where half of the outputs are
+    ties, and the inputs are every (a, b) pair of int8 values."""
+    ia, ib = keras.Input((256, 256, 1), name="a"), keras.Input((256, 256, 1), name="b")
+    model = keras.Model([ia, ib], keras.layers.Add()([ia, ib]))
+    ca = np.zeros((4, 256, 256, 1), np.float32)
+    cb = np.zeros((4, 256, 256, 1), np.float32)
+    # a spans [-2, 127/64], b [-4, 127/32], a + b exactly [-4, 127/32]
+    ca[0, 0, 0], cb[0, 0, 0] = -2.0, -2.0
+    ca[1, 0, 0], cb[1, 0, 0] = 127 / 64, 127 / 64
+    cb[2, 0, 0], cb[3, 0, 0] = -4.0, 127 / 32
+    cb[2, 0, 1], ca[2, 0, 1] = 0.0, 0.0
+    flat = tsp.export_tflite(
+        model, quantize="int8", representative_data={"a": ca, "b": cb}, io_dtype="int8"
+    )
+    interp = Interpreter(
+        model_content=flat,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+        experimental_preserve_all_tensors=True,
+    )
+    interp.allocate_tensors()
+    v = np.arange(-128, 128, dtype=np.int8)
+    grid = np.stack(np.meshgrid(v, v, indexing="ij"))  # every (a, b) pair
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    (op,) = [o for o in interp._get_ops_details() if o["op_name"] == "ADD"]
+    (ta, tb), (to,) = op["inputs"], op["outputs"]
+    for k, det in enumerate(interp.get_input_details()):
+        interp.set_tensor(det["index"], grid[k].reshape(1, 256, 256, 1))
+    interp.invoke()
+    q = [details[t]["quantization_parameters"] for t in (ta, tb, to)]
+    assert sorted(float(qq["scales"][0]) for qq in q) == [1 / 64, 1 / 32, 1 / 32], q
+    va, vb, want = (interp.get_tensor(t) for t in (ta, tb, to))
+    assert want.dtype == np.int8 and len(np.unique(want)) > 200
+    agree = {r: int(np.sum(_int8_add(va, vb, *q, r) == want)) for r in ("double", "single")}
+    assert agree["double"] == want.size, agree
+    assert agree["single"] < want.size, agree  # the negative ties: away from zero vs up

@@ -42,7 +42,20 @@ struct Int8Job {
   int tail;       // pixels after them
   int64_t tiles_per_chunk, chunks;
   int rows_per_group, row_groups, rows_per_block;
+  const int8_t* residual;     // fused ADD: its other input (output's layout), or null
+  const Int8AddParams* add;   // and its parameters
 };
+
+// The fused ADD over rows [lo, lo + bytes) of `count` pixels the kernel has
+// just written from pixel m0: conv value (in place) + residual, TFLite's int8
+// ADD (int8_add.h), while the tile is in cache.
+void ApplyAdd(const Int8Job& job, int64_t m0, int count, size_t lo, size_t bytes) {
+  const int64_t cout = job.pf->cout();
+  for (int p = 0; p < count; ++p) {
+    const int64_t at = (m0 + p) * cout + int64_t(lo);
+    Int8AddRow(job.output + at, job.residual + at, job.output + at, int64_t(bytes), *job.add);
+  }
+}
 
 // Pointers of the tile of `count` (<= P) pixels from m0. If every pixel's
 // window lies inside the image (count == P, a plan given): the P pixels'
@@ -129,6 +142,9 @@ void RunTiles(const Int8Job& job, int64_t t0, int64_t t1, int r0, int r1, bool w
       set_tile(i);
       tile.out = job.output + (t0 + i) * P * cout;
       job.uk->rows(tile, rb0, rb1);
+      if (job.residual != nullptr) {
+        ApplyAdd(job, (t0 + i) * P, P, size_t(rb0) * pf.n, size_t(rb1 - rb0) * pf.n);
+      }
     }
     if (tail) {
       set_tile(ntiles);
@@ -139,6 +155,7 @@ void RunTiles(const Int8Job& job, int64_t t0, int64_t t1, int r0, int r1, bool w
       for (int p = 0; p < job.tail; ++p) {
         std::memcpy(out + p * cout + lo, scratch.tail.get() + p * cout + lo, bytes);
       }
+      if (job.residual != nullptr) ApplyAdd(job, job.tiles * P, job.tail, lo, bytes);
     }
   }
 }
@@ -158,8 +175,11 @@ void RunTask(void* ctx, int64_t task, int thread) {
 
 void RunSparseConvInt8(const ConvGeometry& g, const PackedFilterInt8& pf, const Int8KernelSet& ks,
                        const int8_t* input, int8_t* output, ConvScratchInt8* scratch,
-                       ThreadPool* pool, const ConvPlan* plan) {
+                       ThreadPool* pool, const ConvPlan* plan, const int8_t* residual,
+                       const Int8AddParams* add) {
   Int8Job job;
+  job.residual = add != nullptr ? residual : nullptr;
+  job.add = add;
   job.g = &g;
   job.pf = &pf;
   job.uk = ks.ForN(pf.n);

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "int8_add.h"
 #include "sparse_conv.h"
 
 namespace tsp {
@@ -167,9 +168,15 @@ struct ConvScratchInt8 {
 // must match pf. scratch: one per pool thread (1 without a pool), each
 // Reserve(pf.taps, pf.cout())-ed. plan: from PrepareConvPlanInt8 for this
 // geometry, or null (1x1 filters need none). Allocates nothing.
+// residual + add (both non-null): a fused residual ADD. Each output element
+// is the convolution's int8 value (requantized, + zp_out, clamped to the
+// packed filter's range) then Int8Add(value, residual[same index], *add):
+// TFLite's CONV_2D then its int8 ADD, the ADD's inputs in either order.
+// residual must not overlap output.
 void RunSparseConvInt8(const ConvGeometry& g, const PackedFilterInt8& pf, const Int8KernelSet& ks,
                        const int8_t* input, int8_t* output, ConvScratchInt8* scratch,
-                       ThreadPool* pool, const ConvPlan* plan = nullptr);
+                       ThreadPool* pool, const ConvPlan* plan = nullptr,
+                       const int8_t* residual = nullptr, const Int8AddParams* add = nullptr);
 
 // TFLite's reference_integer_ops::ConvPerChannel over the dense OHWI filter
 // (naive loops; taps outside the image skipped; bias may be null), rounding

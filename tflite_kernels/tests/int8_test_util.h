@@ -33,5 +33,10 @@ void TestVectorRequant(std::mt19937& rng);
 // tests/test_int8_api.cc
 void TestPackRejects();
 void TestDispatch();
+// tests/test_int8_add.cc: the fused residual ADD
+namespace tsp {
+class ThreadPool;
+}
+void TestInt8Add(std::mt19937& rng, tsp::ThreadPool* pool2);
 
 #endif  // TSP_INT8_TEST_UTIL_H_

@@ -351,6 +351,7 @@ int main(int argc, char** argv) {
     RunFullyConnected(2, 1024, 128, 32, 0.8, single, rng, &pool2);
     fcs += 6;
   }
+  TestInt8Add(rng, &pool2);  // last: the layers above keep their random streams
   std::printf("%zu layers x 2 roundings + %d FC, %d runs compared bit-exact (%d with single "
               "rounding; %lld outputs per path and variant, %.0f%% strictly inside the "
               "activation range; %d of %d channels with a left shift, shifts %d..%d); %d checks, "
