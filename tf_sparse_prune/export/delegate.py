@@ -8,12 +8,13 @@ channels x one input channel x the whole kernel window, N in {4, 8, 16, 32})
 at a block sparsity of at least ``min_sparsity``, and runs them with packed
 micro-kernels; every other node stays with TFLite and XNNPACK.
 
-int8 models (``export_tflite(..., quantize="int8")``): int8 CONV_2D and
-FULLY_CONNECTED nodes with constant int8 filters quantized per output channel (or
-per tensor) and 1xN zero blocks are claimed at a block sparsity of at least
-``min_sparsity_int8``. Their output is **bit-exact** with TFLite's reference int8
-kernels (the same int32 accumulation and double-rounding fixed-point
-requantization; ``reference_kernels=True`` runs every other node on those
+int8 models (``export_tflite(..., quantize="int8")``): int8 CONV_2D nodes (filters
+quantized per output channel or per tensor) and FULLY_CONNECTED nodes (per output
+channel) with constant int8 filters and 1xN zero blocks are claimed at a block
+sparsity of at least ``min_sparsity_int8``. Their output is **bit-exact** with
+TFLite's reference int8 kernels (the same int32 accumulation and fixed-point
+requantization: rounded twice for CONV_2D and once for FULLY_CONNECTED, as those
+kernels do; ``reference_kernels=True`` runs every other node on those
 kernels too, for a comparison without XNNPACK, whose int8 kernels round
 differently by up to one unit). Residual ADDs, Winograd and the cost model are
 float32 only.
