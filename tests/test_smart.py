@@ -44,20 +44,30 @@ NO_FLOOR = tsp.Floor(min_fraction=0.0, keep_rows=False)
 
 
 @pytest.mark.parametrize(
-    ("tau", "graph", "floor"),
+    ("tau", "graph", "floor", "jit"),
     [
-        (2.0, False, NO_FLOOR),
-        (0.3, False, NO_FLOOR),
-        (0.3, True, NO_FLOOR),
-        (2.0, False, tsp.Floor(min_fraction=0.05, keep_rows=False)),
-        (0.3, True, tsp.Floor(min_fraction=0.05, keep_rows=False)),
+        (2.0, False, NO_FLOOR, True),
+        (0.3, False, NO_FLOOR, True),
+        (0.3, True, NO_FLOOR, True),
+        (2.0, False, tsp.Floor(min_fraction=0.05, keep_rows=False), True),
+        (0.3, True, tsp.Floor(min_fraction=0.05, keep_rows=False), True),
+        (0.3, True, tsp.Floor(min_fraction=0.05, keep_rows=False), False),
     ],
 )
-def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau, graph, floor):
+def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(
+    tau, graph, floor, jit
+):
     """With a floor, the reference is soft_topk over the unprotected blocks with the
     protected ones' sizes taken out of the budget, and 1 on the protected ones."""
     model = _mixed_model()
-    pruner = SMART(0.6, tsp.Block(8, 4), search_epochs=2, initial_temperature=tau, floor=floor)
+    pruner = SMART(
+        0.6,
+        tsp.Block(8, 4),
+        search_epochs=2,
+        initial_temperature=tau,
+        floor=floor,
+        jit_compile=jit,
+    )
     pruned = tsp.prune_model(model, pruner)
     wrappers = _enter_search(pruner, pruned)
     rng = np.random.default_rng(0)
@@ -115,6 +125,46 @@ def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau,
         loss = tf.reduce_sum(tf.square(pruned(x, training=True) - y))
     local = np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, scores)])
     assert np.abs(local - want).max() > 1e-2 * np.abs(want).max()
+
+
+def test_the_search_core_gives_the_same_floors_threshold_grids_and_gradients_with_xla():
+    """XLA fuses the search's per-step math; the values it computes are those of the
+    plain TensorFlow graphs (kernels of 1xN rows and unequal rows, both floors)."""
+    from tf_sparse_prune.algorithms.smart_core import SearchCore
+
+    shapes = [(3, 3, 8, 32), (1, 1, 32, 16), (40, 10)]
+    structures = [tsp.OneByN(16), tsp.OneByN(8), tsp.Block(8, 4, pad=True)]
+    sizes = [st.block_sizes(sh) for st, sh in zip(structures, shapes, strict=True)]
+    rows = [st.row_ids(sh) for st, sh in zip(structures, shapes, strict=True)]
+    floor = tsp.Floor(min_fraction=0.1)
+    budget = 0.3 * sum(float(s.sum()) for s in sizes)
+    rng = np.random.default_rng(3)
+    scores = [tf.constant(rng.uniform(-1, 1, s.shape).astype("float32")) for s in sizes]
+    upstream = [tf.constant(rng.standard_normal(s.shape).astype("float32")) for s in sizes]
+    tau = tf.constant(0.2, tf.float64)
+    results = []
+    for jit in (True, False):
+        core = SearchCore(floor, sizes, rows, budget, jit_compile=jit)
+        kept = core.kept(scores)
+        t = core.threshold(scores, kept, tau, tf.constant(0.0, tf.float64))
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            grids = core.grids(scores, kept, t, tau)
+            loss = tf.add_n([tf.reduce_sum(g * u) for g, u in zip(grids, upstream, strict=True)])
+        grads = tape.gradient(loss, scores)
+        results.append((kept, float(t), grids, grads))
+        # the budget holds: the floor's weights plus the soft mass of the rest
+        mass = sum(float(tf.reduce_sum(g * s)) for g, s in zip(grids, sizes, strict=True))
+        np.testing.assert_allclose(mass, budget, rtol=1e-4)
+    (k1, t1, g1, d1), (k2, t2, g2, d2) = results
+    assert all(np.array_equal(a, b) for a, b in zip(k1, k2, strict=True))
+    assert any(np.asarray(k).any() for k in k1)  # the floor protects some blocks
+    assert t1 == pytest.approx(t2, rel=1e-12, abs=1e-12)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(d1, d2, strict=True):
+        assert np.abs(np.asarray(b)).max() > 1e-3
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -375,6 +425,7 @@ def test_nm_needs_input_channels_that_are_a_multiple_of_m():
         ({"pretrain_epochs": -1}, r"pretrain_epochs=-1"),
         ({"score_bound": 0}, r"score_bound=0"),
         ({"sparsity": 1.0}, r"sparsity=1.0 is outside \[0, 1\)"),
+        ({"jit_compile": "yes"}, r"jit_compile='yes' must be True or False"),
     ],
 )
 def test_invalid_arguments_are_refused_with_the_parameter_named(kwargs, pattern):

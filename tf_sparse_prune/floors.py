@@ -138,12 +138,15 @@ class Floor(Configurable):
             if bound is None:
                 order = tf.argsort(-flat, stable=True)  # best first, ties by position
             else:
-                order = tf.math.top_k(flat, k=tf.minimum(bound, n), sorted=True).indices
+                size = flat.shape[0]  # static where known: XLA needs a constant k
+                k = min(bound, size) if size is not None else tf.minimum(bound, n)
+                order = tf.math.top_k(flat, k=k, sorted=True).indices
             cum = tf.cumsum(tf.gather(w, order))
-            # the blocks up to the one at which the kept weights first reach `need`
+            # the blocks up to the one at which the kept weights first reach `need`; a
+            # mask over the ranks, not a slice, so every shape stays static (XLA)
             last = tf.minimum(tf.reduce_sum(tf.cast(cum < need, tf.int32)), tf.size(order) - 1)
-            chosen = order[: last + 1]
-            hits = tf.scatter_nd(chosen[:, None], tf.ones_like(chosen), tf.reshape(n, [1]))
+            chosen = tf.cast(tf.range(tf.size(order)) <= last, tf.int32)
+            hits = tf.scatter_nd(order[:, None], chosen, tf.reshape(n, [1]))
             keep = tf.logical_or(keep, hits > 0)
         keep = tf.reshape(keep, tf.shape(s))
         return np.asarray(keep) if as_numpy else keep

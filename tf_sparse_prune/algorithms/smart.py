@@ -97,9 +97,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sparse_prune.algorithms.base import PruningAlgorithm
+from tf_sparse_prune.algorithms.smart_core import SearchCore
 from tf_sparse_prune.callbacks import PruningCallback
 from tf_sparse_prune.floors import Floor
-from tf_sparse_prune.ops import soft_topk, soft_topk_threshold
+from tf_sparse_prune.ops import soft_topk
 from tf_sparse_prune.schedules import _check_fraction
 from tf_sparse_prune.structures import NM, select_by_weight_budget
 
@@ -193,6 +194,10 @@ class SMART(PruningAlgorithm):
             The floor's blocks (each row's best block, and the layer's best blocks up to
             ``min_fraction`` of its weights, by score) hold a soft mask of 1 and leave the
             threshold's budget, so the global solve itself honours the per-layer floor.
+        jit_compile: Compile the search's per-step math (floors, threshold solve, soft
+            grids and their gradient, over all kernels at once) with XLA, which fuses its
+            many small passes; ``False`` runs them as plain TensorFlow ops (same values up
+            to float rounding). The model's own ``compile(jit_compile=...)`` is separate.
 
     Raises:
         ValueError: for an argument outside its valid values (the message names it).
@@ -215,6 +220,7 @@ class SMART(PruningAlgorithm):
         mask_optimizer: Any = None,
         score_bound: float = 10.0,
         floor: Floor | None = None,
+        jit_compile: bool = True,
     ):
         from tf_sparse_prune.structures import Block
 
@@ -253,11 +259,15 @@ class SMART(PruningAlgorithm):
             )
         self.mask_optimizer = mask_optimizer
         self.score_bound = _check_number("score_bound", score_bound)
+        if not isinstance(jit_compile, (bool, np.bool_)):
+            raise ValueError(f"SMART: jit_compile={jit_compile!r} must be True or False")
+        self.jit_compile = bool(jit_compile)
         self._coupled: list = []  # wrappers whose forward pass carries the coupling
         self._driven: list = []  # wrappers whose training steps advance the search
         # (graph, {key: tensor}): what one traced graph computes once and shares
         self._memo: tuple | None = None
         self._compiled: tuple | None = None
+        self._core_memo: tuple | None = None
 
     # ---- properties ----------------------------------------------------------------
     @property
@@ -333,56 +343,67 @@ class SMART(PruningAlgorithm):
 
     # ---- forward -------------------------------------------------------------------------
     def _soft_grid(self, wrapper, index, training):
-        """The soft mask grid of kernel ``index`` (float32), with the global coupling.
+        """The soft mask grid of kernel ``index`` (float32).
 
-        Training a coupled wrapper, the sigmoid ``f`` and its slope ``f (1 - f) / tau`` come
-        from :meth:`_coupling`, which needs both for every kernel anyway: the grid is
-        ``f + slope * ((m - stop(m)) + h)``, whose value is ``f`` (both terms in the
-        brackets are 0) and whose gradient in ``m`` and in ``h`` is the sigmoid's, so one
-        sigmoid per kernel and step serves the forward pass, the coupling and the backward
-        pass.
+        Training a coupled wrapper, the grid comes from the step's one computation of all
+        kernels' grids (:meth:`_coupled_grids`), whose gradient carries the implicit term
+        of the global threshold; otherwise it is the sigmoid at the stored threshold.
         """
-        coupled = training and any(w is wrapper for w in self._coupled)
-        if coupled:  # first: the step's solve may update the state read below
-            h, parts = self._coupling()
+        if training and any(w is wrapper for w in self._coupled):
+            return self._coupled_grids()[(id(wrapper), index)]
         m32 = tf.convert_to_tensor(wrapper.smart_scores[index])
         kept = tf.stop_gradient(self._kept(wrapper, index, m32))
-        if coupled:
-            f, slope = parts[(id(wrapper), index)]
-            m = tf.cast(m32, tf.float64)
-            f = f + slope * ((m - tf.stop_gradient(m)) + h)
-        else:
-            tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
-            t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
-            f = tf.sigmoid((tf.cast(m32, tf.float64) + t) / tau)
+        tau = keras.ops.convert_to_tensor(wrapper.smart_temperature)
+        t = keras.ops.convert_to_tensor(wrapper.smart_threshold)
+        f = tf.sigmoid((tf.cast(m32, tf.float64) + t) / tau)
         return tf.cast(tf.where(kept, tf.ones_like(f), f), tf.float32)
 
-    def _coupling(self):
-        """``h`` (value 0, gradient ``dt/dm``) over all coupled wrappers' scores, and
-        ``{(id(wrapper), index): (f, slope)}``: each kernel's sigmoid and its slope in ``m``
-        (both without gradient), at this step's threshold and temperature."""
+    def _core(self, wrappers) -> SearchCore:
+        """The :class:`SearchCore` of ``wrappers``' kernels (built once per list)."""
+        key = tuple(id(w) for w in wrappers)
+        if self._core_memo is None or self._core_memo[0] != key:
+            entries = self._entries(wrappers)
+            core = SearchCore(
+                self.floor,
+                [w.smart_sizes[i] for w, i in entries],
+                [w.smart_rows[i] for w, i in entries],
+                self._budget(wrappers),
+                jit_compile=self.jit_compile,
+            )
+            self._core_memo = (key, core)
+        return self._core_memo[1]
+
+    def _step_kept(self, wrappers):
+        """The floor's blocks of every kernel of ``wrappers`` for the current scores
+        (computed once per traced step)."""
         memo = self._graph_memo()
-        if memo is not None and "coupling" in memo:
-            return memo["coupling"]
-        t, tau = self._step_state()
-        num = tf.constant(0.0, tf.float64)
-        den = tf.constant(0.0, tf.float64)
-        parts = {}
-        for w in self._coupled:
-            for i, (var, sizes) in enumerate(zip(w.smart_scores, w.smart_sizes, strict=True)):
-                m32 = tf.convert_to_tensor(var)
-                m = tf.cast(m32, tf.float64)
-                f = tf.sigmoid((tf.stop_gradient(m) + t) / tau)
-                slope = f * (1.0 - f) / tau
-                parts[(id(w), i)] = (f, slope)
-                free = tf.cast(tf.logical_not(self._kept(w, i, tf.stop_gradient(m32))), tf.float64)
-                sv = tf.constant(sizes) * free * slope
-                num += tf.reduce_sum(tf.stop_gradient(-sv) * (m - tf.stop_gradient(m)))
-                den += tf.reduce_sum(sv)
-        h = tf.math.divide_no_nan(num, tf.stop_gradient(den))
+        key = ("kept", tuple(id(w) for w in wrappers))
+        if memo is not None and key in memo:
+            return memo[key]
+        scores = [
+            tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i]))
+            for w, i in self._entries(wrappers)
+        ]
+        kept = self._core(wrappers).kept(scores)
         if memo is not None:
-            memo["coupling"] = (h, parts)
-        return h, parts
+            memo[key] = kept
+        return kept
+
+    def _coupled_grids(self):
+        """``{(id(wrapper), index): grid}`` over all coupled wrappers, at this step's
+        threshold and temperature, differentiable in every score (the coupling)."""
+        memo = self._graph_memo()
+        if memo is not None and "grids" in memo:
+            return memo["grids"]
+        t, tau = self._step_state()  # first: the step's solve may update the state
+        entries = self._entries(self._coupled)
+        scores = [tf.convert_to_tensor(w.smart_scores[i]) for w, i in entries]
+        kept = self._step_kept(self._coupled)
+        grids = self._core(self._coupled).grids(scores, kept, t, tau)
+        out = {(id(w), i): g for (w, i), g in zip(entries, grids, strict=True)}
+        if memo is not None:
+            memo["grids"] = out
+        return out
 
     def _step_state(self):
         """``(t, tau)`` for this training step's forward pass (float64, no gradient).
@@ -406,14 +427,7 @@ class SMART(PruningAlgorithm):
         s = w0.smart_search_step.value + 1
         length = w0.smart_search_length.value
         initial, final = self.initial_temperature, self.final_temperature
-        if self.nm:
-            kept = None
-        else:
-            entries = self._entries(wrappers)
-            kept = [
-                self._kept(w, i, tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i])))
-                for w, i in entries
-            ]
+        kept = None if self.nm else self._step_kept(wrappers)
 
         def advance():
             tau = _temperature_tensor(s, length, initial, final)
@@ -440,25 +454,12 @@ class SMART(PruningAlgorithm):
         if self.nm:
             t = tf.constant(0.0, tf.float64)
         else:
-            entries = self._entries(wrappers)
-            xs, free_sizes = [], []
-            for (w, i), keep in zip(entries, kept, strict=True):
-                sizes = tf.constant(w.smart_sizes[i].reshape(-1))
-                free_sizes.append(tf.where(tf.reshape(keep, [-1]), tf.zeros_like(sizes), sizes))
-                m = tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i]))
-                xs.append(tf.cast(tf.reshape(m, [-1]), tf.float64))
-            sizes = tf.concat(free_sizes, 0)
-            free = tf.reduce_sum(sizes)
-            total = float(sum(float(w.smart_sizes[i].sum()) for w, i in entries))
-            k = tf.minimum(tf.maximum(self._budget(wrappers) - (total - free), 0.5), free)
-            t = tf.cond(
-                free > 0.5,
-                # warm start: one batch moves the root by little
-                lambda: soft_topk_threshold(
-                    tf.concat(xs, 0), k, tau, sizes, start=w0.smart_threshold.value
-                ),
-                lambda: tf.constant(0.0, tf.float64),
-            )
+            scores = [
+                tf.stop_gradient(tf.convert_to_tensor(w.smart_scores[i]))
+                for w, i in self._entries(wrappers)
+            ]
+            # warm start: one batch moves the root by little
+            t = self._core(wrappers).threshold(scores, kept, tau, w0.smart_threshold.value)
             states["smart_threshold"] = t
         for w in wrappers:  # one update of each wrapper's state vector
             w.assign_states(states)
@@ -534,15 +535,10 @@ class SMART(PruningAlgorithm):
         key = tuple(id(w) for w in wrappers)
         if self._compiled is not None and self._compiled[0] == key:
             return self._compiled[1]
-        entries = self._entries(wrappers)
 
         @tf.function
         def advance(tau, step, solved):
-            kept = None
-            if not self.nm:
-                kept = [
-                    self._kept(w, i, tf.convert_to_tensor(w.smart_scores[i])) for w, i in entries
-                ]
+            kept = None if self.nm else self._step_kept(wrappers)
             return self._solve_and_store(wrappers, kept, tau, step, solved)
 
         self._compiled = (key, advance)
@@ -701,6 +697,7 @@ class SMART(PruningAlgorithm):
             else keras.optimizers.serialize(self.mask_optimizer),
             "score_bound": self.score_bound,
             "floor": keras.saving.serialize_keras_object(self.floor),
+            "jit_compile": self.jit_compile,
         }
 
 
