@@ -44,6 +44,7 @@ struct Int8Job {
   int rows_per_group, row_groups, rows_per_block;
   const int8_t* residual;     // fused ADD: its other input (output's layout), or null
   const Int8AddParams* add;   // and its parameters
+  Int8AddRowFn add_row;       // the path's ADD
 };
 
 // The fused ADD over rows [lo, lo + bytes) of `count` pixels the kernel has
@@ -53,7 +54,7 @@ void ApplyAdd(const Int8Job& job, int64_t m0, int count, size_t lo, size_t bytes
   const int64_t cout = job.pf->cout();
   for (int p = 0; p < count; ++p) {
     const int64_t at = (m0 + p) * cout + int64_t(lo);
-    Int8AddRow(job.output + at, job.residual + at, job.output + at, int64_t(bytes), *job.add);
+    job.add_row(job.output + at, job.residual + at, job.output + at, int64_t(bytes), *job.add);
   }
 }
 
@@ -180,6 +181,7 @@ void RunSparseConvInt8(const ConvGeometry& g, const PackedFilterInt8& pf, const 
   Int8Job job;
   job.residual = add != nullptr ? residual : nullptr;
   job.add = add;
+  job.add_row = ks.add_row != nullptr ? ks.add_row : &Int8AddRow;
   job.g = &g;
   job.pf = &pf;
   job.uk = ks.ForN(pf.n);

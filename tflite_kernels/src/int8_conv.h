@@ -127,6 +127,10 @@ using Int8RequantFn = void (*)(const int32_t* acc, const int32_t* mult, const in
 // with total[i] = 31 - shift.
 using Int8RequantSingleFn = void (*)(const int32_t* acc, const int32_t* mult,
                                      const int32_t* total, int count, int32_t* out);
+// TFLite's int8 ADD over a row, bit-exact with int8_add.h's Int8AddRow (out
+// may be conv; otherwise no overlap).
+using Int8AddRowFn = void (*)(const int8_t* conv, const int8_t* residual, int8_t* out,
+                              int64_t count, const Int8AddParams& p);
 
 struct Int8UKernel {
   int p = 0;  // pixels per tile
@@ -140,6 +144,7 @@ struct Int8KernelSet {
   Int8RequantFn requant_n4 = nullptr;  // the N = 4 kernel's, where it differs
   Int8RequantSingleFn requant_single = nullptr;     // the same, single rounding
   Int8RequantSingleFn requant_single_n4 = nullptr;
+  Int8AddRowFn add_row = nullptr;  // the fused residual ADD's epilogue
   const Int8UKernel* ForN(int n) const;
 };
 

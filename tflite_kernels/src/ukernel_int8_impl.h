@@ -20,6 +20,8 @@
 //                             MultiplyByQuantizedMultiplierSingle, bit-exact
 //   splat(int32_t), add, max, min (int32 lanes; add wraps)
 //   narrow_store<G>(int8_t*, const acc (&)[G])   G * kOut values in [-128, 127]
+//   widen8(const int8_t*)     kOut int8 values sign-extended to int32 lanes
+//                             (reads exactly kOut bytes)
 #ifndef TSP_UKERNEL_INT8_IMPL_H_
 #define TSP_UKERNEL_INT8_IMPL_H_
 
@@ -133,6 +135,43 @@ static void Int8RequantSingleArray(const int32_t* acc, const int32_t* mult, cons
     VT::store32(out + i, VT::requant_single(VT::load32(acc + i), VT::load32(mult + i),
                                             VT::total_param(total + i)));
   }
+}
+
+// TFLite's int8 ADD (int8_add.h's Int8Add) over G * kOut elements per step,
+// through the same requant as the kernels' output stage: each of the ADD's
+// three requantizations is MultiplyByQuantizedMultiplier with a non-positive
+// shift, and (x - zp) << 20 is requant's left shift of 20. The leftover
+// elements take the scalar Int8Add. out may equal conv (each step loads
+// before it stores).
+template <class VT, int G>
+static void Int8AddRowArray(const int8_t* conv, const int8_t* residual, int8_t* out,
+                            int64_t count, const tsp::Int8AddParams& p) {
+  using acc = typename VT::acc;
+  constexpr int K = VT::kOut;
+  auto rparam = [](int32_t r) {
+    int32_t v[K];
+    for (int k = 0; k < K; ++k) v[k] = r;
+    return VT::rshift_param(v);
+  };
+  auto mask = [](int32_t r) { return VT::splat(int32_t((int64_t(1) << r) - 1)); };
+  const acc nzp1 = VT::splat(-p.zp1), nzp2 = VT::splat(-p.zp2), zpo = VT::splat(p.zp_out);
+  const acc m1 = VT::splat(p.m1), m2 = VT::splat(p.m2), mo = VT::splat(p.m_out);
+  const acc r1 = rparam(p.rshift1), r2 = rparam(p.rshift2), ro = rparam(p.rshift_out);
+  const acc k1 = mask(p.rshift1), k2 = mask(p.rshift2), ko = mask(p.rshift_out);
+  const acc l20 = VT::splat(20), l0 = VT::splat(0);
+  const acc lo = VT::splat(p.act_min), hi = VT::splat(p.act_max);
+  int64_t i = 0;
+  for (; i + G * K <= count; i += G * K) {
+    acc v[G];
+    for (int g = 0; g < G; ++g) {
+      const acc a = VT::requant(VT::add(VT::widen8(conv + i + g * K), nzp1), m1, l20, r1, k1);
+      const acc b = VT::requant(VT::add(VT::widen8(residual + i + g * K), nzp2), m2, l20, r2, k2);
+      const acc s = VT::requant(VT::add(a, b), mo, l0, ro, ko);
+      v[g] = VT::min(VT::max(VT::add(s, zpo), lo), hi);
+    }
+    VT::template narrow_store<G>(out + i, v);
+  }
+  for (; i < count; ++i) out[i] = tsp::Int8Add(conv[i], residual[i], p);
 }
 
 template <class VT, int N, int P>

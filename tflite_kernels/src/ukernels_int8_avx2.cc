@@ -97,6 +97,9 @@ struct Avx2Int8Traits {  // 8 int32 outputs per ymm
     return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
   }
   static acc splat(int32_t v) { return _mm256_set1_epi32(v); }
+  static acc widen8(const int8_t* p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  }
   static acc add(acc a, acc b) { return _mm256_add_epi32(a, b); }
   static acc max(acc a, acc b) { return _mm256_max_epi32(a, b); }
   static acc min(acc a, acc b) { return _mm256_min_epi32(a, b); }
@@ -180,6 +183,7 @@ tsp::Int8KernelSet MakeAvx2Int8() {
   ks.requant_n4 = &Int8RequantArray<Sse4Int8Traits>;
   ks.requant_single = &Int8RequantSingleArray<Avx2Int8Traits>;
   ks.requant_single_n4 = &Int8RequantSingleArray<Sse4Int8Traits>;
+  ks.add_row = &Int8AddRowArray<Avx2Int8Traits, 2>;  // 16 elements a step
   return ks;
 }
 

@@ -54,6 +54,11 @@ struct NeonInt8Traits {  // 4 int32 outputs per q register
     return vcombine_s32(vmovn_s64(lo), vmovn_s64(hi));
   }
   static acc splat(int32_t v) { return vdupq_n_s32(v); }
+  static acc widen8(const int8_t* p) {
+    int32_t four;
+    std::memcpy(&four, p, 4);
+    return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(four)))));
+  }
   static acc add(acc a, acc b) { return vaddq_s32(a, b); }
   static acc max(acc a, acc b) { return vmaxq_s32(a, b); }
   static acc min(acc a, acc b) { return vminq_s32(a, b); }
@@ -86,6 +91,7 @@ tsp::Int8KernelSet MakeNeonInt8() {
   ks.requant_n4 = ks.requant;
   ks.requant_single = &Int8RequantSingleArray<NeonInt8Traits>;
   ks.requant_single_n4 = ks.requant_single;
+  ks.add_row = &Int8AddRowArray<NeonInt8Traits, 4>;  // 16 elements a step
   return ks;
 }
 

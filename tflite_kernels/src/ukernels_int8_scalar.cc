@@ -55,6 +55,7 @@ tsp::Int8KernelSet MakeScalarInt8() {
   ks.requant_n4 = ks.requant;
   ks.requant_single = &Int8RequantSingleArray<ScalarInt8Traits>;
   ks.requant_single_n4 = ks.requant_single;
+  ks.add_row = &tsp::Int8AddRow;  // the reference itself
   return ks;
 }
 

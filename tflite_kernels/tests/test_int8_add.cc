@@ -4,6 +4,7 @@
 // every path equal to the reference convolution then the reference ADD.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "int8_add.h"
@@ -85,6 +86,101 @@ void TestScalarAdd(std::mt19937& rng) {
   // A multiplier not below one (s_out tiny) is refused, as a scale <= 0.
   CHECK(!tsp::MakeInt8AddParams(1.0f, 0, 1.0f, 0, 1e-7f, 0, -128, 127, &p), "s_out tiny");
   CHECK(!tsp::MakeInt8AddParams(0.0f, 0, 1.0f, 0, 1.0f, 0, -128, 127, &p), "scale 0");
+}
+
+int g_row_runs = 0;
+int64_t g_row_elements = 0;
+
+// Every path's add_row against the scalar Int8AddRow: parameter sets from
+// MakeInt8AddParams and raw ones (any multiplier in [0, 2^31), every shift
+// 0..31 at each of the three stages, zero points at -128 / 127), inputs
+// biased to -128 / 127, lengths not multiples of the vector step, in place
+// and not.
+void TestAddRowPaths(std::mt19937& rng) {
+  std::uniform_int_distribution<int> x8(-128, 127), pick(0, 1 << 30), sh(0, 31);
+  std::uniform_int_distribution<int32_t> mult(0, INT32_MAX);
+  std::uniform_real_distribution<double> e(-8.0, 0.0);
+  const int zps[] = {-128, 127, 0, 1, -1};
+  auto zp = [&]() { return pick(rng) % 2 ? zps[pick(rng) % 5] : x8(rng); };
+  for (int t = 0; t < 400; ++t) {
+    tsp::Int8AddParams p;
+    if (t % 2 == 0) {
+      const float s1 = float(std::exp2(e(rng))), s2 = float(std::exp2(e(rng)));
+      const float so = float(std::exp2(e(rng)));
+      const int zo = zp();
+      int lo = -128, hi = 127;
+      if (t % 3 == 1) lo = zo;
+      if (t % 3 == 2) lo = std::max(-128, zo - 30), hi = std::min(127, zo + 30);
+      if (!tsp::MakeInt8AddParams(s1, zp(), s2, zp(), so, zo, lo, hi, &p)) continue;
+    } else {
+      p.zp1 = zp();
+      p.zp2 = zp();
+      p.zp_out = zp();
+      const int32_t edge[] = {0, 1, INT32_MAX, 1 << 30, (1 << 30) + 1};
+      p.m1 = pick(rng) % 4 ? mult(rng) : edge[pick(rng) % 5];
+      p.m2 = pick(rng) % 4 ? mult(rng) : edge[pick(rng) % 5];
+      p.m_out = pick(rng) % 4 ? mult(rng) : edge[pick(rng) % 5];
+      // each stage's shift over 0..31 in turn, the others random
+      p.rshift1 = t % 3 == 0 ? (t / 3) % 32 : sh(rng);
+      p.rshift2 = t % 3 == 1 ? (t / 3) % 32 : sh(rng);
+      p.rshift_out = t % 3 == 2 ? (t / 3) % 32 : sh(rng);
+      p.act_min = x8(rng);
+      p.act_max = std::max(p.act_min, x8(rng));
+      if (t % 5 == 0) p.act_min = -128, p.act_max = 127;
+    }
+    const int64_t count = 1 + pick(rng) % 300;
+    std::vector<int8_t> a(static_cast<size_t>(count)), b(a), want(a);
+    for (int64_t i = 0; i < count; ++i) {
+      const int r = pick(rng) % 8;
+      a[size_t(i)] = int8_t(r == 0 ? -128 : r == 1 ? 127 : x8(rng));
+      b[size_t(i)] = int8_t(r == 2 ? -128 : r == 3 ? 127 : x8(rng));
+    }
+    tsp::Int8AddRow(a.data(), b.data(), want.data(), count, p);
+    for (const tsp::Int8KernelSet* ks : Int8Paths()) {
+      CHECK(ks->add_row != nullptr, "path %s has no add_row", ks->name);
+      if (ks->add_row == nullptr) continue;
+      for (bool in_place : {false, true}) {
+        std::vector<int8_t> out = a;
+        if (!in_place) std::fill(out.begin(), out.end(), int8_t(0x5a));
+        ks->add_row(in_place ? out.data() : a.data(), b.data(), out.data(), count, p);
+        int64_t d = -1;
+        for (int64_t i = 0; i < count && d < 0; ++i) d = out[size_t(i)] != want[size_t(i)] ? i : -1;
+        CHECK(d < 0,
+              "add_row %s set %d (m %d %d %d, rshift %d %d %d, zp %d %d %d) in_place %d: element "
+              "%lld of %lld: %d + %d = %d, scalar %d",
+              ks->name, t, p.m1, p.m2, p.m_out, p.rshift1, p.rshift2, p.rshift_out, p.zp1, p.zp2,
+              p.zp_out, int(in_place), (long long)d, (long long)count, d < 0 ? 0 : a[size_t(d)],
+              d < 0 ? 0 : b[size_t(d)], d < 0 ? 0 : out[size_t(d)], d < 0 ? 0 : want[size_t(d)]);
+        ++g_row_runs;
+        g_row_elements += count;
+      }
+    }
+  }
+  // The requantization the vector ADD runs (each path's requant) at SRDHM's
+  // saturation case a = b = INT32_MIN and around it, every right shift 0..31:
+  // the ADD's own values never reach it (|(x - zp) << 20| < 2^28), so it is
+  // checked here directly, as the ADD applies it (no left shift, one shift
+  // for all lanes).
+  for (const tsp::Int8KernelSet* ks : Int8Paths()) {
+    constexpr int kCount = 16;
+    for (int r = 0; r < 32; ++r) {
+      int32_t acc[kCount], m[kCount], l[kCount], rs[kCount], mask[kCount], got[kCount];
+      for (int i = 0; i < kCount; ++i) {
+        acc[i] = i % 2 ? INT32_MIN : (i % 4 == 0 ? INT32_MIN + 1 : INT32_MAX);
+        m[i] = i % 3 ? INT32_MIN : (i % 4 == 0 ? INT32_MAX : INT32_MIN + 1);
+        l[i] = 0;
+        rs[i] = r;
+        mask[i] = int32_t((int64_t(1) << r) - 1);
+      }
+      ks->requant(acc, m, l, rs, mask, kCount, got);
+      for (int i = 0; i < kCount; ++i) {
+        const int32_t want = tsp::RoundingDivideByPOT(
+            tsp::SaturatingRoundingDoublingHighMul(acc[i], m[i]), r);
+        CHECK(got[i] == want, "requant %s: SRDHM(%d, %d) >> %d = %d, scalar %d", ks->name,
+              acc[i], m[i], r, got[i], want);
+      }
+    }
+  }
 }
 
 int g_fused_runs = 0;
@@ -191,9 +287,11 @@ void TestFusedConvAdd(std::mt19937& rng, tsp::ThreadPool* pool2) {
 
 void TestInt8Add(std::mt19937& rng, tsp::ThreadPool* pool2) {
   TestScalarAdd(rng);
+  TestAddRowPaths(rng);
   TestFusedConvAdd(rng, pool2);
-  std::printf("int8 ADD: scalar formula checks, %d fused conv + ADD runs compared bit-exact "
+  std::printf("int8 ADD: scalar formula checks, %d add_row runs (%lld elements) bit-exact with "
+              "the scalar ADD on every path, %d fused conv + ADD runs compared bit-exact "
               "(%lld outputs, %.0f%% strictly inside the ADD's activation range)\n",
-              g_fused_runs, (long long)g_fused_outputs,
+              g_row_runs, (long long)g_row_elements, g_fused_runs, (long long)g_fused_outputs,
               100.0 * double(g_fused_unclamped) / double(std::max<int64_t>(1, g_fused_outputs)));
 }
