@@ -49,7 +49,7 @@ def _quantized_input(flat: bytes, x: np.ndarray) -> np.ndarray:
 
 def _residual_net(seed: int = 0) -> keras.Model:
     """Every int8 case the delegate claims: 3x3 with RELU, strided VALID with RELU6,
-    dilated, 1x1 into a residual ADD (left to TFLite in int8), 5x5; and two Dense layers
+    dilated, 1x1 into a residual ADD with RELU (fused into the 1x1's epilogue), 5x5; and two Dense layers
     (FULLY_CONNECTED: the reference rounds them once, the convolutions twice). Every
     kernel 1x16-sparse at ~0.7 with random per-channel magnitudes."""
     rng = np.random.default_rng(seed)
@@ -58,7 +58,7 @@ def _residual_net(seed: int = 0) -> keras.Model:
     x = keras.layers.Conv2D(48, 3, strides=2, activation="relu6", name="c2")(x)
     x = keras.layers.Conv2D(64, 3, dilation_rate=2, padding="same", name="c3")(x)
     y = keras.layers.Conv2D(64, 1, name="c4")(x)
-    x = keras.layers.Add()([x, y])
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
     x = keras.layers.Conv2D(32, 5, padding="same", activation="relu", name="c5")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(64, activation="relu", name="fc1")(x)
@@ -100,13 +100,15 @@ def test_int8_convolutions_and_dense_layers_are_bit_exact_with_the_reference(
             model_content=flat, num_threads=threads, isa=isa, reference_kernels=True
         )
         report = delegated_nodes(interp)
-        claimed = {n.filter.split("/")[1][:3].rstrip("_"): n for n in report.claimed}
+        convs = [n for n in report.claimed if n.op != "ADD"]
+        claimed = {n.filter.split("/")[1][:3].rstrip("_"): n for n in convs}
         assert sorted(claimed) == ["c1", "c2", "c3", "c4", "c5", "fc1", "fc2"], report
         assert [claimed[k].op for k in ("fc1", "fc2")] == ["FULLY_CONNECTED"] * 2
-        assert not [n for n in report.declined if n.op in ("CONV_2D", "FULLY_CONNECTED")]
-        assert {n.dtype for n in report.claimed} == {"int8"} and {n.n for n in report.claimed} == {
-            16
-        }
+        assert not [n for n in report.declined if n.op in ("CONV_2D", "FULLY_CONNECTED", "ADD")]
+        assert {n.dtype for n in report.claimed} == {"int8"} and {n.n for n in convs} == {16}
+        # the residual ADD (with its RELU) runs in the 1x1's epilogue
+        (add,) = [n for n in report.claimed if n.op == "ADD"]
+        assert add.conv_node == claimed["c4"].node, report
         for i in range(3):
             want = _reference(flat, x[i : i + 1])
             np.testing.assert_array_equal(_invoke(interp, x[i : i + 1]), want, err_msg=isa)
@@ -117,6 +119,19 @@ def test_int8_convolutions_and_dense_layers_are_bit_exact_with_the_reference(
     # the comparison tells int8 implementations apart: XNNPACK's (float requantization)
     # differs from the reference somewhere
     assert not np.array_equal(_invoke(Interpreter(model_content=flat), x[:3]), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_residual_add_fusion_can_be_turned_off_and_says_so(residual_int8, threads):
+    flat, x = residual_int8
+    interp = SparseInterpreter(
+        model_content=flat, num_threads=threads, fuse_residual_int8=False, reference_kernels=True
+    )
+    report = delegated_nodes(interp)
+    assert not [n for n in report.claimed if n.op == "ADD"]
+    (add,) = [n for n in report.declined if n.op == "ADD"]
+    assert "fuse_residual_int8=0" in add.reason
+    np.testing.assert_array_equal(_invoke(interp, x[:3]), _reference(flat, x[:3]))
 
 
 def test_int8_nodes_below_their_threshold_stay_with_tflite_and_say_why(residual_int8):

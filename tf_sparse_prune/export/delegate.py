@@ -332,6 +332,7 @@ def load_sparse_delegate(
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
+    fuse_residual_int8: bool | None = None,
     winograd: bool = True,
     report_path: str | os.PathLike | None = None,
     profile_path: str | os.PathLike | None = None,
@@ -356,6 +357,9 @@ def load_sparse_delegate(
         fuse_residual: Also claim residual ADDs and run them in the epilogue of
             the convolution that produces one of their inputs (see the module
             docstring).
+        fuse_residual_int8: The same for int8 ADDs after int8 convolutions
+            (bit-exact with TFLite's int8 ADD; only with ``fuse_residual``);
+            ``None`` keeps the library's default.
         winograd: Run 3x3 stride-1 layers with long rows as Winograd
             F(2x2, 3x3) (see the module docstring); False keeps every layer on
             the direct kernel.
@@ -401,6 +405,8 @@ def load_sparse_delegate(
         "fuse_residual": "1" if fuse_residual else "0",
         "winograd": "1" if winograd else "0",
     }
+    if fuse_residual_int8 is not None:
+        options["fuse_residual_int8"] = "1" if fuse_residual_int8 else "0"
     if report_path is not None:
         options["report_path"] = os.fspath(report_path)
     if profile_path is not None:
@@ -450,6 +456,7 @@ def SparseInterpreter(
     width_aware: bool = True,
     cost_model: bool = True,
     fuse_residual: bool = True,
+    fuse_residual_int8: bool | None = None,
     winograd: bool = True,
     reference_kernels: bool = False,
     fallback: bool = False,
@@ -480,6 +487,8 @@ def SparseInterpreter(
             XNNPACK (see the module docstring).
         fuse_residual: Run residual ADDs in the epilogue of the claimed
             convolution that feeds them (see the module docstring).
+        fuse_residual_int8: The same for int8 ADDs (``None``: the library's
+            default).
         winograd: Run 3x3 stride-1 layers with long rows as Winograd
             F(2x2, 3x3) (see the module docstring).
         reference_kernels: Run the nodes the delegate leaves on TFLite's
@@ -524,6 +533,7 @@ def SparseInterpreter(
                 width_aware=width_aware,
                 cost_model=cost_model,
                 fuse_residual=fuse_residual,
+                fuse_residual_int8=fuse_residual_int8,
                 winograd=winograd,
                 report_path=report_file,
                 library=library,

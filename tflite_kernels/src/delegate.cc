@@ -21,6 +21,9 @@
 // fuse_residual (0|1, default 1: also claim a float32 ADD of two same-shape
 // tensors one of which comes only from a claimed CONV_2D without activation,
 // and run it in that convolution's epilogue),
+// fuse_residual_int8 (0|1, default kDefaultFuseResidualInt8: the same for
+// int8 ADDs after int8 CONV_2Ds, TFLite's int8 ADD applied per tile, bit-exact;
+// needs fuse_residual=1 too),
 // winograd (0|1, default 1: run 3x3 stride-1 convolutions as Winograd
 // F(2x2, 3x3) over the same sparse blocks, see winograd.h).
 #include <algorithm>
@@ -63,6 +66,8 @@ constexpr double kDefaultMinSparsity = 0.4;
 // (0.95-1.10x), 0.5 -> 11 of 12 (0.99-1.35x), 0.6 -> all (1.21-1.56x). 0.5:
 // the one shape behind is at parity, and a whole ResNet-50 at 0.5 gains 1.45x.
 constexpr double kDefaultMinSparsityInt8 = 0.5;
+// Whether int8 residual ADDs fuse by default: see docs/performance.md, "int8".
+constexpr int kDefaultFuseResidualInt8 = 1;
 
 struct Options {
   int num_threads = 1;
@@ -77,6 +82,7 @@ struct Options {
   int width_aware = 1;
   int cost_model = 1;
   int fuse_residual = 1;
+  int fuse_residual_int8 = kDefaultFuseResidualInt8;
   int winograd = 1;
 };
 
@@ -91,6 +97,7 @@ struct OpInfo {
   // residual; [add_lo, add_hi] its fused activation.
   int other = -1;
   float add_lo = -INFINITY, add_hi = INFINITY;
+  Int8AddParams add8;  // int8 ADDs (int8 set): TFLite's int8 ADD, `input` as its first operand
   int producer_node = -1;  // node index of the convolution it may fuse into
   // Set at KernelInit: for an ADD, the convolution run in its place (null:
   // the ADD runs on its own); for that convolution, the ADD it runs within.
@@ -386,48 +393,93 @@ bool SameDims(const TfLiteIntArray* a, const TfLiteIntArray* b) {
   return true;
 }
 
-// An ADD the delegate can run in the epilogue of a claimed CONV_2D: float32,
-// no broadcasting, a supported fused activation, and one input produced by a
-// claimed convolution without activation and read by nothing else.
+// An ADD the delegate can run in the epilogue of a claimed CONV_2D: float32
+// (or int8 after an int8 convolution, if int8 is set), no broadcasting, a
+// supported fused activation, and one input produced by a claimed
+// convolution without activation and read by nothing else. An int8 ADD with
+// such an input that is not claimed gets *reason (a float32 one is left
+// silently, as ADDs unrelated to claimed convolutions are).
 std::unique_ptr<OpInfo> AnalyseAdd(TfLiteContext* ctx, int node_index, TfLiteNode* node,
                                    const std::map<int, const OpInfo*>& conv_by_output,
-                                   const std::map<int, int>& uses, std::vector<int>* taken) {
+                                   const std::map<int, int>& uses, bool int8,
+                                   std::vector<int>* taken, std::string* reason) {
   if (node->inputs == nullptr || node->inputs->size != 2 || node->outputs == nullptr ||
       node->outputs->size != 1 || node->builtin_data == nullptr) {
     return nullptr;
   }
   const auto* params = static_cast<const TfLiteAddParams*>(node->builtin_data);
   auto op = std::make_unique<OpInfo>();
-  if (!ActivationRange(params->activation, &op->add_lo, &op->add_hi)) return nullptr;
   const int a = node->inputs->data[0], b = node->inputs->data[1];
   const int out = node->outputs->data[0];
   const TfLiteTensor* ta = Tensor(ctx, a);
   const TfLiteTensor* tb = Tensor(ctx, b);
   const TfLiteTensor* to = Tensor(ctx, out);
-  if (ta == nullptr || tb == nullptr || to == nullptr || ta->type != kTfLiteFloat32 ||
-      tb->type != kTfLiteFloat32 || to->type != kTfLiteFloat32 || !SameDims(ta->dims, tb->dims) ||
-      !SameDims(ta->dims, to->dims)) {
-    return nullptr;
+  if (ta == nullptr || tb == nullptr || to == nullptr) return nullptr;
+  const bool is8 = ta->type == kTfLiteInt8 && tb->type == kTfLiteInt8 && to->type == kTfLiteInt8;
+  if (is8) {
+    // Only an ADD after a claimed int8 convolution is the delegate's concern.
+    bool after_conv = false;
+    for (int x : {a, b}) {
+      auto c = conv_by_output.find(x);
+      after_conv = after_conv || (c != conv_by_output.end() && c->second->int8);
+    }
+    if (!after_conv) return nullptr;
+    if (!int8) {
+      *reason = "int8 ADD fusion off (fuse_residual_int8=0)";
+      return nullptr;
+    }
+    if (!SameDims(ta->dims, tb->dims) || !SameDims(ta->dims, to->dims)) {
+      *reason = "int8 ADD with broadcasting";
+      return nullptr;
+    }
+    if (!Int8ActivationRange(params->activation, to->params.scale, to->params.zero_point,
+                             &op->add8.act_min, &op->add8.act_max)) {
+      *reason = "int8 ADD: fused activation not supported";
+      return nullptr;
+    }
+  } else {
+    if (!ActivationRange(params->activation, &op->add_lo, &op->add_hi)) return nullptr;
+    if (ta->type != kTfLiteFloat32 || tb->type != kTfLiteFloat32 ||
+        to->type != kTfLiteFloat32 || !SameDims(ta->dims, tb->dims) ||
+        !SameDims(ta->dims, to->dims)) {
+      return nullptr;
+    }
   }
   for (int i = 0; i < 2; ++i) {
     const int x = i == 0 ? a : b;
     const int other = i == 0 ? b : a;
     auto conv = conv_by_output.find(x);
     auto used = uses.find(x);
-    if (x == other || conv == conv_by_output.end() || used == uses.end() || used->second != 1) {
+    if (x == other || conv == conv_by_output.end() || used == uses.end() || used->second != 1 ||
+        conv->second->int8 != is8) {
       continue;
     }
     const int producer = conv->second->node_index;
     if (std::find(taken->begin(), taken->end(), producer) != taken->end()) continue;
+    if (is8) {
+      // TFLite's int8 ADD with the convolution's output as operand 1 (the
+      // two operands' roles are symmetric: add.cc's twice_max is).
+      const int32_t lo = op->add8.act_min, hi = op->add8.act_max;
+      const TfLiteTensor* tc = x == a ? ta : tb;
+      const TfLiteTensor* tr = x == a ? tb : ta;
+      if (!MakeInt8AddParams(tc->params.scale, tc->params.zero_point, tr->params.scale,
+                             tr->params.zero_point, to->params.scale, to->params.zero_point, lo,
+                             hi, &op->add8)) {
+        *reason = "int8 ADD: a multiplier not below one (output scale too small) or a scale <= 0";
+        return nullptr;
+      }
+    }
     taken->push_back(producer);
     op->node_index = node_index;
     op->builtin = kTfLiteBuiltinAdd;
+    op->int8 = is8;
     op->input = x;
     op->other = other;
     op->output = out;
     op->producer_node = producer;
     return op;
   }
+  if (is8) *reason = "int8 ADD: neither input is a claimed convolution's output read only by it";
   return nullptr;
 }
 
@@ -449,7 +501,8 @@ std::string ReportEntry(TfLiteContext* ctx, int node_index, int builtin, const O
                 OpName(builtin), op ? "true" : "false");
   s += buf;
   if (builtin == kTfLiteBuiltinAdd && op != nullptr) {
-    std::snprintf(buf, sizeof(buf), "\"conv_node\": %d, ", op->producer_node);
+    std::snprintf(buf, sizeof(buf), "\"conv_node\": %d, \"dtype\": \"%s\", ", op->producer_node,
+                  op->int8 ? "int8" : "float32");
     s += buf;
     s += "\"output\": \"" + JsonEscape(output_name) + "\", \"reason\": \"\"}";
     return s;
@@ -577,6 +630,9 @@ void* KernelInit(TfLiteContext* ctx, const char* buffer, size_t /*length*/) {
     if (o < 0 || r < 0) continue;
     const int conv_input = op->fused_conv ? op->fused_conv->input : op->input;
     if (conv_input == op->other || part->requests[r].last != int(pos)) continue;
+    // The int8 epilogue adds per tile after the kernel has stored the tile's
+    // convolution values: the output must not be the residual.
+    if (op->int8 && op->fused_conv != nullptr) continue;
     if (r < o) {
       part->requests[o].alias_of = r;
       ++part->in_place_adds;
@@ -838,7 +894,22 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
     if (op->fused_into != nullptr) continue;  // runs at its ADD's place
     OpInfo* conv = op.get();
     const float* residual = nullptr;
-    if (op->builtin == kTfLiteBuiltinAdd) {
+    const int8_t* residual8 = nullptr;
+    if (op->builtin == kTfLiteBuiltinAdd && op->int8) {
+      const int8_t* a = part->Data8(ctx, op->input);
+      const int8_t* b = part->Data8(ctx, op->other);
+      int8_t* out = part->Data8(ctx, op->output);
+      if (b == nullptr || out == nullptr || (op->fused_conv == nullptr && a == nullptr)) {
+        ctx->ReportError(ctx, "tsp delegate: tensor of node %d not allocated", op->node_index);
+        return kTfLiteError;
+      }
+      if (op->fused_conv == nullptr) {
+        d->kernels8->add_row(a, b, out, NumElements(ctx->tensors[op->output].dims), op->add8);
+        continue;
+      }
+      conv = op->fused_conv;
+      residual8 = b;
+    } else if (op->builtin == kTfLiteBuiltinAdd) {
       const float* a = part->Data(ctx, op->input);
       const float* b = part->Data(ctx, op->other);
       float* out = part->Data(ctx, op->output);
@@ -854,7 +925,7 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
       conv = op->fused_conv;
       residual = b;
     }
-    if (conv->int8) {  // never fused: ADDs are claimed in float32 only
+    if (conv->int8) {
       const int8_t* in8 = part->Data8(ctx, conv->input);
       int8_t* out8 = part->Data8(ctx, op->output);
       if (in8 == nullptr || out8 == nullptr) {
@@ -865,7 +936,8 @@ TfLiteStatus RunPartition(TfLiteContext* ctx, Partition* part) {
       const auto t0 = timed ? std::chrono::steady_clock::now()
                             : std::chrono::steady_clock::time_point();
       RunSparseConvInt8(conv->geom, conv->pf8, *d->kernels8, in8, out8, part->scratch8.data(),
-                        d->pool.get(), conv->pf8.taps > 1 ? &conv->plan8 : nullptr);
+                        d->pool.get(), conv->pf8.taps > 1 ? &conv->plan8 : nullptr, residual8,
+                        residual8 != nullptr ? &op->add8 : nullptr);
       if (timed) {
         if (conv->warm) {
           conv->seconds +=
@@ -962,9 +1034,20 @@ TfLiteStatus DelegatePrepare(TfLiteContext* ctx, TfLiteDelegate* delegate) {
     std::vector<int> taken;
     std::set<int> chosen(claimed.begin(), claimed.end());
     for (const auto& [node_index, node] : add_nodes) {
-      std::unique_ptr<OpInfo> op =
-          AnalyseAdd(ctx, node_index, node, conv_by_output, uses, &taken);
-      if (!op) continue;
+      std::string reason;
+      std::unique_ptr<OpInfo> op = AnalyseAdd(ctx, node_index, node, conv_by_output, uses,
+                                              d->opts.fuse_residual_int8 != 0, &taken, &reason);
+      if (!op) {
+        if (!reason.empty()) {
+          d->report_nodes.push_back(
+              ReportEntry(ctx, node_index, kTfLiteBuiltinAdd, nullptr, reason, node));
+          if (d->opts.log) {
+            std::fprintf(stderr, "tsp delegate: node %d ADD declined: %s\n", node_index,
+                         reason.c_str());
+          }
+        }
+        continue;
+      }
       d->report_nodes.push_back(ReportEntry(ctx, node_index, kTfLiteBuiltinAdd, op.get(), "", node));
       if (d->opts.log) {
         std::fprintf(stderr, "tsp delegate: node %d ADD claimed (epilogue of node %d)\n",
@@ -1053,6 +1136,11 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       if (!ParseInt(val, &opts.width_aware) || opts.width_aware < 0 || opts.width_aware > 1) {
         return fail(std::string("option width_aware must be 0 or 1, got '") + val + "'");
       }
+    } else if (key == "fuse_residual_int8") {
+      if (!ParseInt(val, &opts.fuse_residual_int8) || opts.fuse_residual_int8 < 0 ||
+          opts.fuse_residual_int8 > 1) {
+        return fail(std::string("option fuse_residual_int8 must be 0 or 1, got '") + val + "'");
+      }
     } else if (key == "fuse_residual") {
       if (!ParseInt(val, &opts.fuse_residual) || opts.fuse_residual < 0 ||
           opts.fuse_residual > 1) {
@@ -1075,7 +1163,7 @@ TSP_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       return fail("unknown option '" + key +
                   "' (valid: num_threads, min_sparsity, min_sparsity_int8, width_aware, cost_model, "
-                  "fuse_residual, "
+                  "fuse_residual, fuse_residual_int8, "
                   "winograd, isa, report_path, profile_path, log)");
     }
   }
