@@ -280,7 +280,15 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         "fuse_residual": args.fuse_residual,
         "winograd": args.winograd,
     }
-    r = compare_latency(flat, threads=threads, runs=args.runs, warmup=args.warmup, **options, **kw)
+    r = compare_latency(
+        flat,
+        threads=threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        fuse_residual_int8=args.fuse_residual_int8,
+        **options,
+        **kw,
+    )
     return {
         "threads": threads,
         "xnnpack_ms": round(r.dense_ms, 4),
@@ -291,6 +299,7 @@ def measure(flat: bytes, threads: int, args: argparse.Namespace, **kw: Any) -> d
         "isa": r.isa,
         "max_rel_diff": r.max_rel_diff,
         "fuse_residual": args.fuse_residual,
+        "fuse_residual_int8": args.fuse_residual_int8,
         "claimed_adds": sum(" ADD " in c for c in r.claimed),
         "winograd": args.winograd,
         "winograd_nodes": _winograd_nodes(flat, threads, **options) if r.claimed else 0,
@@ -659,12 +668,21 @@ def main(argv: list[str] | None = None) -> int:
         help="leave residual ADDs to TFLite (default: the delegate runs them in its convs)",
     )
     p.add_argument(
+        "--fuse-residual-int8",
+        choices=["on", "off"],
+        default=None,
+        help="int8 residual ADDs in the delegate's int8 convs (default: the delegate's "
+        "default, off: its exact int8 ADD costs more than it saves)",
+    )
+    p.add_argument(
         "--no-winograd",
         dest="winograd",
         action="store_false",
         help="run every 3x3 layer on the direct kernel (default: Winograd where it pays)",
     )
     args = p.parse_args(argv)
+    if args.fuse_residual_int8 is not None:
+        args.fuse_residual_int8 = args.fuse_residual_int8 == "on"
     if args.runs < 30:
         print("note: fewer than 30 runs; the issue asks for medians of >= 30", file=sys.stderr)
     sections = {

@@ -49,9 +49,10 @@ def _quantized_input(flat: bytes, x: np.ndarray) -> np.ndarray:
 
 def _residual_net(seed: int = 0) -> keras.Model:
     """Every int8 case the delegate claims: 3x3 with RELU, strided VALID with RELU6,
-    dilated, 1x1 into a residual ADD with RELU (fused into the 1x1's epilogue), 5x5; and two Dense layers
-    (FULLY_CONNECTED: the reference rounds them once, the convolutions twice). Every
-    kernel 1x16-sparse at ~0.7 with random per-channel magnitudes."""
+    dilated, 1x1 into a residual ADD with RELU (fused into the 1x1's epilogue with
+    fuse_residual_int8), 5x5; and two Dense layers (FULLY_CONNECTED: the reference
+    rounds them once, the convolutions twice). Every kernel 1x16-sparse at ~0.7 with
+    random per-channel magnitudes."""
     rng = np.random.default_rng(seed)
     inp = keras.Input((17, 15, 8))
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(inp)
@@ -97,7 +98,11 @@ def test_int8_convolutions_and_dense_layers_are_bit_exact_with_the_reference(
     flat, x = residual_int8
     for isa in _isas():
         interp = SparseInterpreter(
-            model_content=flat, num_threads=threads, isa=isa, reference_kernels=True
+            model_content=flat,
+            num_threads=threads,
+            isa=isa,
+            reference_kernels=True,
+            fuse_residual_int8=True,
         )
         report = delegated_nodes(interp)
         convs = [n for n in report.claimed if n.op != "ADD"]
@@ -122,11 +127,9 @@ def test_int8_convolutions_and_dense_layers_are_bit_exact_with_the_reference(
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_int8_residual_add_fusion_can_be_turned_off_and_says_so(residual_int8, threads):
+def test_int8_residual_add_fusion_is_off_by_default_and_says_so(residual_int8, threads):
     flat, x = residual_int8
-    interp = SparseInterpreter(
-        model_content=flat, num_threads=threads, fuse_residual_int8=False, reference_kernels=True
-    )
+    interp = SparseInterpreter(model_content=flat, num_threads=threads, reference_kernels=True)
     report = delegated_nodes(interp)
     assert not [n for n in report.claimed if n.op == "ADD"]
     (add,) = [n for n in report.declined if n.op == "ADD"]

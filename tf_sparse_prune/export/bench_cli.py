@@ -249,6 +249,7 @@ def compare_latency(
     fuse_residual: bool = True,
     winograd: bool = True,
     batch: int | None = None,
+    fuse_residual_int8: bool | None = None,
     progress: Any = None,
     seed: int = 0,
 ) -> LatencyResult:
@@ -268,6 +269,8 @@ def compare_latency(
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
         winograd: Let the delegate run 3x3 layers with long rows as Winograd
             F(2x2, 3x3).
+        fuse_residual_int8: The same as ``fuse_residual`` for int8 ADDs
+            (``None``: the delegate's default).
         batch: Batch size to resize the input to (default: the model's, or 1).
         progress: Optional tqdm-like object; ``update(1)`` per A/B pair.
         seed: Seed of the random input.
@@ -291,6 +294,7 @@ def compare_latency(
         width_aware=width_aware,
         cost_model=cost_model,
         fuse_residual=fuse_residual,
+        fuse_residual_int8=fuse_residual_int8,
         winograd=winograd,
     )
     x = _make_input(dense, batch, np.random.default_rng(seed))
@@ -334,6 +338,7 @@ def profile_delegate(
     fuse_residual: bool = True,
     winograd: bool = True,
     batch: int | None = None,
+    fuse_residual_int8: bool | None = None,
     seed: int = 0,
 ) -> DelegateProfile:
     """Times every node and partition the delegate runs, from inside the delegate.
@@ -361,6 +366,8 @@ def profile_delegate(
         fuse_residual: Let the delegate run residual ADDs in its convolutions.
         winograd: Let the delegate run 3x3 layers with long rows as Winograd
             F(2x2, 3x3).
+        fuse_residual_int8: The same as ``fuse_residual`` for int8 ADDs
+            (``None``: the delegate's default).
         batch: Batch size to resize the input to (default: the model's, or 1).
         seed: Seed of the random input.
 
@@ -388,6 +395,7 @@ def profile_delegate(
             width_aware=width_aware,
             cost_model=cost_model,
             fuse_residual=fuse_residual,
+            fuse_residual_int8=fuse_residual_int8,
             winograd=winograd,
             profile_path=path,
         )

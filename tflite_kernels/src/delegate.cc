@@ -66,8 +66,11 @@ constexpr double kDefaultMinSparsity = 0.4;
 // (0.95-1.10x), 0.5 -> 11 of 12 (0.99-1.35x), 0.6 -> all (1.21-1.56x). 0.5:
 // the one shape behind is at parity, and a whole ResNet-50 at 0.5 gains 1.45x.
 constexpr double kDefaultMinSparsityInt8 = 0.5;
-// Whether int8 residual ADDs fuse by default: see docs/performance.md, "int8".
-constexpr int kDefaultFuseResidualInt8 = 1;
+// int8 residual ADDs are not fused by default: the exact int8 ADD (three
+// double-rounding requantizations per element) costs more in the epilogue
+// than XNNPACK's own ADD pass does (ResNet-50 int8, docs/performance.md,
+// "int8").
+constexpr int kDefaultFuseResidualInt8 = 0;
 
 struct Options {
   int num_threads = 1;
