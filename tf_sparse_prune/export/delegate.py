@@ -33,6 +33,10 @@ ADD's activation), so the convolution's output is never written and read back.
 This is the ``conv -> BatchNorm -> Add -> ReLU`` end of a ResNet block after
 conversion. Where TFLite puts the two in different partitions, or the
 convolution's output is also read elsewhere, the ADD runs on its own.
+int8 ADDs after int8 convolutions are fused the same way, bit-exact with TFLite's
+reference int8 ADD, only with ``fuse_residual_int8=True`` (default off: the exact
+int8 ADD costs more in the epilogue than XNNPACK's ADD pass, see
+``docs/performance.md``, int8).
 
 Narrow N (``width_aware``, default on, **our choice**): a kernel whose N is
 narrower than its vector registers (1x4 and 1x8 on AVX-512, 1x4 on AVX2) does
