@@ -171,6 +171,71 @@ struct Sse4Int8Traits {  // 4 int32 outputs per xmm (N = 4), VEX-encoded with AV
 
 #include "ukernel_int8_impl.h"
 
+// TFLite's int8 ADD (int8_add.h), 8 lanes, using what its value ranges allow
+// (x, zp int8: |d| = |x - zp| <= 255):
+//  - SRDHM(d << 20, m) = floor((d m 2^20 + 2^30) / 2^31)
+//    = d (m >> 11) + floor((d (m & 2047) + 2^10) / 2^11), both products within
+//    int32 (|d (m >> 11)| <= 255 * 2^20): vpmulld instead of 64-bit products;
+//    its result y has |y| < 2^28 + 1, and SRDHM saturates only for d << 20 =
+//    m = INT32_MIN, which |d << 20| < 2^28 rules out.
+//  - the output stage's SRDHM of s = s1 + s2 (|s| < 2^29 + 2: never INT32_MIN,
+//    so no saturation either) on vpmuldq's 64-bit products, as requant.
+//  - RoundingDivideByPOT(y, r) for |y| < 2^30 as (y + 2^(r-1) - [y < 0]) >> r
+//    (r > 0; y for r = 0): floor((y + 2^(r-1)) / 2^r) rounds halves up,
+//    floor((y + 2^(r-1) - 1) / 2^r) = -floor((-y + 2^(r-1)) / 2^r) rounds them
+//    away from zero below 0; y + 2^(r-1) < 2^31 (r <= 31).
+// Tested bit-exact against the scalar Int8Add (tests/test_int8_add.cc).
+struct AddStage {  // one input's (x - zp) << 20 requantization
+  __m256i zp, mh, ml, half, negflag;
+  __m128i r;
+  AddStage(int32_t zp_, int32_t m, int32_t rshift)
+      : zp(_mm256_set1_epi32(zp_)),
+        mh(_mm256_set1_epi32(m >> 11)),
+        ml(_mm256_set1_epi32(m & 2047)),
+        half(_mm256_set1_epi32(rshift > 0 ? int32_t(1) << (rshift - 1) : 0)),
+        negflag(_mm256_set1_epi32(rshift > 0 ? -1 : 0)),
+        r(_mm_cvtsi32_si128(rshift)) {}
+};
+
+__attribute__((always_inline)) inline __m256i DivideByPOT(__m256i y, const AddStage& st) {
+  const __m256i nudge =
+      _mm256_add_epi32(st.half, _mm256_and_si256(_mm256_srai_epi32(y, 31), st.negflag));
+  return _mm256_sra_epi32(_mm256_add_epi32(y, nudge), st.r);
+}
+
+__attribute__((always_inline)) inline __m256i AddInput(const int8_t* p, const AddStage& st) {
+  const __m256i d = _mm256_sub_epi32(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), st.zp);
+  const __m256i lo = _mm256_srai_epi32(
+      _mm256_add_epi32(_mm256_mullo_epi32(d, st.ml), _mm256_set1_epi32(1 << 10)), 11);
+  return DivideByPOT(_mm256_add_epi32(_mm256_mullo_epi32(d, st.mh), lo), st);
+}
+
+void Int8AddRowAvx2(const int8_t* conv, const int8_t* residual, int8_t* out, int64_t count,
+                    const tsp::Int8AddParams& p) {
+  const AddStage a(p.zp1, p.m1, p.rshift1), b(p.zp2, p.m2, p.rshift2);
+  const AddStage o(0, 0, p.rshift_out);
+  const __m256i mo = _mm256_set1_epi32(p.m_out);
+  const __m256i round = _mm256_set1_epi64x(int64_t(1) << 30);
+  const __m256i zpo = _mm256_set1_epi32(p.zp_out);
+  const __m256i lo = _mm256_set1_epi32(p.act_min), hi = _mm256_set1_epi32(p.act_max);
+  auto eight = [&](int64_t i) {
+    const __m256i s = _mm256_add_epi32(AddInput(conv + i, a), AddInput(residual + i, b));
+    const __m256i even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(s, mo), round), 31);
+    const __m256i odd = _mm256_slli_epi64(
+        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(s, 32), mo), round), 1);
+    const __m256i h = _mm256_blend_epi32(even, odd, 0xAA);
+    return _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(DivideByPOT(h, o), zpo), lo), hi);
+  };
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    const __m256i v0 = eight(i), v1 = eight(i + 8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm_packs_epi16(Avx2Int8Traits::Pack16(v0), Avx2Int8Traits::Pack16(v1)));
+  }
+  for (; i < count; ++i) out[i] = tsp::Int8Add(conv[i], residual[i], p);
+}
+
 // 16 ymm: P x G accumulators + G weights + 1 broadcast pair.
 tsp::Int8KernelSet MakeAvx2Int8() {
   tsp::Int8KernelSet ks;
@@ -183,7 +248,7 @@ tsp::Int8KernelSet MakeAvx2Int8() {
   ks.requant_n4 = &Int8RequantArray<Sse4Int8Traits>;
   ks.requant_single = &Int8RequantSingleArray<Avx2Int8Traits>;
   ks.requant_single_n4 = &Int8RequantSingleArray<Sse4Int8Traits>;
-  ks.add_row = &Int8AddRowArray<Avx2Int8Traits, 2>;  // 16 elements a step
+  ks.add_row = &Int8AddRowAvx2;
   return ks;
 }
 

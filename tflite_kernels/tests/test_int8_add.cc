@@ -95,7 +95,7 @@ int64_t g_row_elements = 0;
 // MakeInt8AddParams and raw ones (any multiplier in [0, 2^31), every shift
 // 0..31 at each of the three stages, zero points at -128 / 127), inputs
 // biased to -128 / 127, lengths not multiples of the vector step, in place
-// and not.
+// and not; some sets over every (x1, x2) pair.
 void TestAddRowPaths(std::mt19937& rng) {
   std::uniform_int_distribution<int> x8(-128, 127), pick(0, 1 << 30), sh(0, 31);
   std::uniform_int_distribution<int32_t> mult(0, INT32_MAX);
@@ -128,12 +128,14 @@ void TestAddRowPaths(std::mt19937& rng) {
       p.act_max = std::max(p.act_min, x8(rng));
       if (t % 5 == 0) p.act_min = -128, p.act_max = 127;
     }
-    const int64_t count = 1 + pick(rng) % 300;
+    // Every 16th set: every (x1, x2) pair; else a short random row.
+    const bool grid = t % 16 == 0;
+    const int64_t count = grid ? 65536 : 1 + pick(rng) % 300;
     std::vector<int8_t> a(static_cast<size_t>(count)), b(a), want(a);
     for (int64_t i = 0; i < count; ++i) {
       const int r = pick(rng) % 8;
-      a[size_t(i)] = int8_t(r == 0 ? -128 : r == 1 ? 127 : x8(rng));
-      b[size_t(i)] = int8_t(r == 2 ? -128 : r == 3 ? 127 : x8(rng));
+      a[size_t(i)] = int8_t(grid ? i / 256 - 128 : r == 0 ? -128 : r == 1 ? 127 : x8(rng));
+      b[size_t(i)] = int8_t(grid ? i % 256 - 128 : r == 2 ? -128 : r == 3 ? 127 : x8(rng));
     }
     tsp::Int8AddRow(a.data(), b.data(), want.data(), count, p);
     for (const tsp::Int8KernelSet* ks : Int8Paths()) {
