@@ -54,9 +54,7 @@ NO_FLOOR = tsp.Floor(min_fraction=0.0, keep_rows=False)
         (0.3, True, tsp.Floor(min_fraction=0.05, keep_rows=False), False),
     ],
 )
-def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(
-    tau, graph, floor, jit
-):
+def test_score_gradients_of_all_layers_equal_soft_topk_on_the_concatenation(tau, graph, floor, jit):
     """With a floor, the reference is soft_topk over the unprotected blocks with the
     protected ones' sizes taken out of the budget, and 1 on the protected ones."""
     model = _mixed_model()
