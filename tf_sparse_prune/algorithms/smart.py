@@ -28,20 +28,14 @@ optimizer right after each update. So the stored ``t`` is the root for the score
 forward pass sees. Before validation and at an epoch's end the callback runs a pending
 update at once (``catch_up``), so both see the state of the updated scores. With ``t``
 held fixed, autodiff would give ``dL/dm_j = v_j g_j`` only, missing the implicit term
-of ``t(m)``. Each wrapper therefore computes with ``t + h`` where::
-
-    h = sum_{blocks j of all layers} stop_gradient(-s_j v_j / sum_i s_i v_i)
-                                     * (m_j - stop_gradient(m_j))
-
-``h`` is exactly 0 in value, and its gradient is ``dt/dm_j = -s_j v_j / sum s v``
-(``v = f (1 - f) / tau``, the implicit-function derivative). Because every wrapper's
-``t + h`` reads the same ``h``, backprop accumulates ``dL/dt = sum_i g_i v_i`` over
-all layers, and the score gradient is ``v_j (g_j - s_j sum_i g_i v_i / sum_i s_i v_i)``:
-Prop. 2.2's closed form over the concatenation, exact up to float rounding and the
-bisection tolerance of ``t`` (``1e-4 * K`` in the sum). The test compares it with
-``soft_topk`` on the concatenated scores. Inside one traced train step ``h`` is
-built once and shared (cached per ``FuncGraph``), like each kernel's floor, which the
-solve and the forward pass both read; in eager mode each wrapper rebuilds them. The
+of ``t(m)`` (``dt/dm_j = -s_j v_j / sum s v``, ``v = f (1 - f) / tau``). The grids of
+all layers are therefore computed together, once per traced train step (cached per
+``FuncGraph``, with the floors the solve also reads), by
+:class:`~tf_sparse_prune.algorithms.smart_core.SearchCore`, whose written-out gradient
+is ``v_j (g_j - s_j sum_i g_i v_i / sum_i s_i v_i)``: Prop. 2.2's closed form over the
+concatenation, exact up to float rounding and the tolerance of ``t`` (``1e-4 * K`` in
+the sum). The test compares it with ``soft_topk`` on the concatenated scores. In eager
+mode each wrapper recomputes them. The
 coupling is installed by the callbacks (``on_train_begin``); a forward pass outside
 ``fit`` uses the stored ``t`` without the implicit term. The callback sets the step
 before every batch, so ``steps_per_execution`` must be 1 (checked).

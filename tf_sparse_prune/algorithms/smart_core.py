@@ -14,8 +14,7 @@ on the free blocks, 0 on the floor's, ``s`` the block sizes, ``g`` the upstream)
     dL/dm_j = v_j g_j - s_j v_j (sum_i v_i g_i) / (sum_i s_i v_i)
 
 which is Prop. 2.2's closed form over the concatenated scores: the direct term of
-``f_j`` and the implicit term of ``t``, exactly what the coupling ``h`` of
-:mod:`~tf_sparse_prune.algorithms.smart` gives through autodiff.
+``f_j`` and the implicit term of ``t``.
 
 Example:
     >>> import numpy as np, tensorflow as tf, tf_sparse_prune as tsp
